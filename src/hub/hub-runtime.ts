@@ -1,0 +1,184 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Audience, Backplane, HubChannel, LocalHub } from '../backplane/backplane.js';
+import type { HubOptions } from '../config.js';
+import { RelayhubError } from '../errors.js';
+import { formatMessage } from '../protocol/json-protocol.js';
+import { MessageType } from '../protocol/messages.js';
+import type { Principal } from './auth.js';
+import {
+  type CallerClients,
+  type ClientSink,
+  callerClients,
+  type GroupManager,
+  type HubClients,
+  hubClients,
+} from './clients.js';
+import { Connection, type ConnectionHost } from './connection.js';
+import type { HubContext, HubDefinition } from './hub.js';
+import { LocalRegistry } from './local-registry.js';
+
+/** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
+const newId = (): string => randomBytes(16).toString('base64url');
+
+/**
+ * One hub mounted at one path on this instance: its connections, their heartbeat, and the bridge between
+ * the server API (`clients`, `groups`) and the backplane.
+ */
+export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubContext {
+  readonly clients: HubClients;
+  readonly groups: GroupManager;
+  readonly registry = new LocalRegistry<Connection>();
+  readonly #byToken = new Map<string, Connection>();
+  #channel: HubChannel | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly definition: HubDefinition,
+    readonly options: HubOptions,
+    readonly logger: Logger,
+  ) {
+    this.clients = hubClients(this);
+    this.groups = {
+      add: (connectionId, group) => this.#requireChannel().addToGroup(connectionId, group),
+      remove: (connectionId, group) => this.#requireChannel().removeFromGroup(connectionId, group),
+    };
+  }
+
+  async start(backplane: Backplane): Promise<void> {
+    this.#channel = await backplane.open(this.name, this);
+    const o = this.options;
+    const shortest = Math.min(
+      o.keepAliveIntervalMs,
+      o.clientTimeoutMs,
+      o.handshakeTimeoutMs,
+      o.negotiateTimeoutMs,
+    );
+    this.#heartbeat = setInterval(
+      () => this.#tick(),
+      Math.min(1_000, Math.max(10, Math.floor(shortest / 4))),
+    );
+    this.#heartbeat.unref();
+  }
+
+  /** Creates a connection for a negotiate request or a WebSocket without `id` (skipNegotiation). */
+  createConnection(principal: Principal, options: { statefulReconnect: boolean; v0?: boolean }): Connection {
+    const connectionId = newId();
+    const token = options.v0 ? connectionId : newId();
+    const connection = new Connection(this, { connectionId, token }, principal, options.statefulReconnect);
+    this.#byToken.set(token, connection);
+    return connection;
+  }
+
+  connectionByToken(token: string): Connection | undefined {
+    return this.#byToken.get(token);
+  }
+
+  get connectionCount(): number {
+    return this.registry.size;
+  }
+
+  // ---- ClientSink: what the client proxies call ----
+
+  publish(audience: Audience, target: string, args: unknown[]): Promise<void> {
+    // note: encoded once per send, whatever the number of recipients.
+    const frame = formatMessage({ type: MessageType.Invocation, target, arguments: args });
+    return this.#requireChannel().publish(audience, frame);
+  }
+
+  invokeClient(connectionId: string, target: string, args: unknown[]): Promise<unknown> {
+    return this.#requireChannel().invokeClient(
+      connectionId,
+      target,
+      args,
+      this.options.clientResultTimeoutMs,
+    );
+  }
+
+  callerClients(connectionId: string): CallerClients {
+    return callerClients(this, this.clients, connectionId);
+  }
+
+  // ---- LocalHub: what the backplane calls ----
+
+  deliver(audience: Audience, frame: string): void {
+    this.registry.deliver(audience, frame);
+  }
+
+  async addToGroup(connectionId: string, group: string): Promise<boolean> {
+    const connection = this.registry.get(connectionId);
+    if (!connection) return false;
+    const authorize = this.definition.authorizeGroupJoin;
+    if (authorize && !(await authorize(connection.context, group))) {
+      throw new RelayhubError(
+        'ERR_FORBIDDEN',
+        `Connection '${connectionId}' may not join group '${group}'.`,
+        {
+          remedy: "The hub's authorizeGroupJoin hook refused it.",
+        },
+      );
+    }
+    // note: the connection may have ended while the hook ran.
+    if (this.registry.get(connectionId) !== connection) return false;
+    this.registry.joinGroup(connection, group);
+    return true;
+  }
+
+  async removeFromGroup(connectionId: string, group: string): Promise<boolean> {
+    const connection = this.registry.get(connectionId);
+    if (!connection) return false;
+    this.registry.leaveGroup(connection, group);
+    return true;
+  }
+
+  invokeLocal(
+    connectionId: string,
+    target: string,
+    args: unknown[],
+    timeoutMs: number,
+  ): Promise<unknown> | undefined {
+    return this.registry.get(connectionId)?.invoke(target, args, timeoutMs);
+  }
+
+  // ---- ConnectionHost: what connections call ----
+
+  async connected(connection: Connection): Promise<void> {
+    this.registry.add(connection);
+    await this.definition.onConnected?.(connection.context);
+  }
+
+  ended(connection: Connection, error: Error | undefined, wasConnected: boolean): void {
+    this.#byToken.delete(connection.token);
+    this.registry.remove(connection);
+    if (!wasConnected || !this.definition.onDisconnected) return;
+    Promise.resolve()
+      .then(() => this.definition.onDisconnected?.(connection.context, error))
+      .catch((caught: unknown) => this.logger.error({ err: caught }, 'onDisconnected failed'));
+  }
+
+  #tick(): void {
+    const now = Date.now();
+    for (const connection of this.#byToken.values()) connection.tick(now);
+  }
+
+  #requireChannel(): HubChannel {
+    if (!this.#channel || this.#closing) {
+      throw new RelayhubError('ERR_CLOSED', `Hub '${this.name}' is not running.`, {
+        remedy: 'Send only between start() (or listen()) and close().',
+      });
+    }
+    return this.#channel;
+  }
+
+  /** Ends every connection with a Close that allows the client to reconnect, then leaves the backplane. */
+  close(reason: string): Promise<void> {
+    this.#closing ??= (async () => {
+      clearInterval(this.#heartbeat);
+      for (const connection of [...this.#byToken.values()]) connection.close(reason, true);
+      await this.#channel?.close();
+    })();
+    return this.#closing;
+  }
+}

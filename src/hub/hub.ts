@@ -1,0 +1,49 @@
+import type { Principal } from './auth.js';
+import type { CallerClients, GroupManager, HubClients } from './clients.js';
+
+/** What every hub callback knows about the connection it runs for. */
+export interface ConnectionContext {
+  /** The public connection id (safe to share with other users; the connection token is not). */
+  readonly connectionId: string;
+  /** The authenticated user, when there is one. */
+  readonly userId: string | undefined;
+  /** Every claim the authenticator vouched for. */
+  readonly claims: Principal['claims'];
+  /** Per-connection state for the app; lives as long as the connection. */
+  readonly items: Map<string, unknown>;
+  /** Senders relative to this connection (`caller`, `others`, `othersInGroup`) and to everyone. */
+  readonly clients: CallerClients;
+  readonly groups: GroupManager;
+  /** Aborts when the connection ends (or, in a streaming method, when the client cancels the stream). */
+  readonly signal: AbortSignal;
+  /** Ends the connection with a Close message. */
+  abort(error?: string): void;
+}
+
+/**
+ * A hub method. Its arguments are the client's arguments, then one `AsyncIterable` per client-to-server
+ * stream (in the order of the invocation's `streamIds`). Return a value (or a promise) to complete the
+ * invocation; return an `AsyncIterable` from a method called with `connection.stream(...)` to stream items.
+ * Throw a `HubError` to send its message to the caller.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: hub methods take whatever JSON the client sends.
+export type HubMethod = (ctx: ConnectionContext, ...args: any[]) => unknown;
+
+export interface HubDefinition {
+  /** Hub methods by the name clients invoke (case-sensitive). */
+  methods: Record<string, HubMethod>;
+  /** Runs once the connection has completed its handshake, before its first invocation. */
+  onConnected?(ctx: ConnectionContext): void | Promise<void>;
+  /** Runs once the connection has ended; `error` says why when it did not end cleanly. */
+  onDisconnected?(ctx: ConnectionContext, error?: Error): void | Promise<void>;
+  /** Return false to refuse an invocation; the caller gets an "unauthorized" completion error. */
+  authorizeInvocation?(ctx: ConnectionContext, method: string, args: unknown[]): boolean | Promise<boolean>;
+  /** Return false to refuse `groups.add(connectionId, group)`; it then rejects with `ERR_FORBIDDEN`. */
+  authorizeGroupJoin?(ctx: ConnectionContext, group: string): boolean | Promise<boolean>;
+}
+
+/** Sending to a hub from outside a hub method (an HTTP handler, a job). */
+export interface HubContext {
+  readonly clients: HubClients;
+  readonly groups: GroupManager;
+}

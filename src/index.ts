@@ -1,0 +1,26 @@
+export type { Audience, Backplane, HubChannel, LocalHub } from './backplane/backplane.js';
+export {
+  MemoryBackplane,
+  type MemoryBackplaneOptions,
+  MemoryBus,
+} from './backplane/memory/memory-backplane.js';
+export { DEFAULT_HUB_OPTIONS, type HubOptions } from './config.js';
+export { type ErrorCode, HubError, isRelayhubError, ProtocolError, RelayhubError } from './errors.js';
+export { DEMO_HUB_PATH, demoHub } from './example/demo-hub.js';
+export {
+  type Authenticate,
+  anonymous,
+  bearerToken,
+  type JwtOptions,
+  jwtAuthenticator,
+  type Principal,
+} from './hub/auth.js';
+export type {
+  CallerClients,
+  ClientProxy,
+  GroupManager,
+  HubClients,
+  SingleClientProxy,
+} from './hub/clients.js';
+export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export { HubServer, type HubServerOptions } from './hub/hub-server.js';
