@@ -1,4 +1,14 @@
-export type { Audience, Backplane, HubChannel, LocalHub } from './backplane/backplane.js';
+export type {
+  Audience,
+  Backplane,
+  BackplaneHealth,
+  HubChannel,
+  Interest,
+  LocalHub,
+} from './backplane/backplane.js';
+export { DEFAULT_CHANNEL_PREFIX } from './backplane/keys.js';
+export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
+export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
 export {
   MemoryBackplane,
   type MemoryBackplaneOptions,

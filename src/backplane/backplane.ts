@@ -10,7 +10,11 @@
 export type Audience =
   | { kind: 'all'; except?: readonly string[] }
   | { kind: 'connections'; ids: readonly string[] }
-  | { kind: 'groups'; names: readonly string[]; except?: readonly string[] }
+  /**
+   * Connections in any of the groups, each once. `notIn` skips connections that are also in those
+   * groups: a backplane that carries a multi-group send once per group uses it to deliver it once.
+   */
+  | { kind: 'groups'; names: readonly string[]; except?: readonly string[]; notIn?: readonly string[] }
   | { kind: 'users'; ids: readonly string[] };
 
 /** The connections of one hub on this instance, as the backplane sees them. */
@@ -36,8 +40,28 @@ export interface LocalHub {
   ): Promise<unknown> | undefined;
 }
 
+/** What a backplane that routes by subscription needs to follow: the members this instance holds. */
+export type Interest = 'connection' | 'user' | 'group';
+
+/** How a backplane is doing, for health checks. */
+export interface BackplaneHealth {
+  /** `ready`: sends reach other instances; `degraded`: reconnecting, sends may fail; `down`: closed. */
+  status: 'ready' | 'degraded' | 'down';
+  /** Times the backplane lost its subscriptions: anything published meanwhile may have been missed. */
+  possibleGaps: number;
+  /** Sends that failed because the backplane was unreachable. */
+  failedSends: number;
+}
+
 /** One hub's view of the backplane. */
 export interface HubChannel {
+  /**
+   * This instance now holds a connection, the first connection of a user, or the first member of a group:
+   * resolves once sends to it reach this instance (a subscription is in place).
+   */
+  follow(kind: Interest, name: string): Promise<void>;
+  /** This instance no longer holds that connection, or any member of that user or group. */
+  unfollow(kind: Interest, name: string): Promise<void>;
   /**
    * Delivers `frame` to every connection in `audience` on every instance, local ones first and without a
    * round trip. **At most once**: a connection or instance that is unreachable at that moment misses it.
@@ -66,6 +90,7 @@ export interface Backplane {
   readonly kind: 'memory' | 'pubsub' | 'streams';
   /** Registers this instance's side of the hub named `hub` and returns its channel. */
   open(hub: string, local: LocalHub): Promise<HubChannel>;
+  health(): BackplaneHealth;
   /** Closes every channel and connection of the backplane. Idempotent. */
   close(): Promise<void>;
 }

@@ -393,6 +393,12 @@ export class Connection implements Addressable {
       throw new ProtocolError(`Invocation id '${message.invocationId}' is already in use.`);
     }
     const args = [...message.arguments, ...streams];
+    // note: as in SignalR, stream invocations and invocations with upload streams take no slot: an
+    // upload's method waits for the client, which would otherwise block the client's other invocations.
+    if (streams.length > 0 || message.type === MessageType.StreamInvocation) {
+      void this.#invoke(message, args, streams);
+      return;
+    }
     this.#queue.push(() => this.#invoke(message, args, streams));
     this.#pump();
   }

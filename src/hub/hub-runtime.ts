@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Audience, Backplane, HubChannel, LocalHub } from '../backplane/backplane.js';
+import type { Audience, Backplane, HubChannel, Interest, LocalHub } from '../backplane/backplane.js';
 import type { HubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
 import { formatMessage } from '../protocol/json-protocol.js';
@@ -122,14 +122,14 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     }
     // note: the connection may have ended while the hook ran.
     if (this.registry.get(connectionId) !== connection) return false;
-    this.registry.joinGroup(connection, group);
+    if (this.registry.joinGroup(connection, group)) await this.#requireChannel().follow('group', group);
     return true;
   }
 
   async removeFromGroup(connectionId: string, group: string): Promise<boolean> {
     const connection = this.registry.get(connectionId);
     if (!connection) return false;
-    this.registry.leaveGroup(connection, group);
+    if (this.registry.leaveGroup(connection, group)) await this.#requireChannel().unfollow('group', group);
     return true;
   }
 
@@ -145,17 +145,36 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   // ---- ConnectionHost: what connections call ----
 
   async connected(connection: Connection): Promise<void> {
-    this.registry.add(connection);
+    const channel = this.#requireChannel();
+    const firstOfUser = this.registry.add(connection);
+    // note: followed before onConnected, so that every send issued after it reaches the connection.
+    await Promise.all([
+      channel.follow('connection', connection.connectionId),
+      firstOfUser ? channel.follow('user', connection.userId as string) : undefined,
+    ]);
     await this.definition.onConnected?.(connection.context);
   }
 
   ended(connection: Connection, error: Error | undefined, wasConnected: boolean): void {
     this.#byToken.delete(connection.token);
-    this.registry.remove(connection);
+    if (wasConnected) this.#unfollowGone(connection);
     if (!wasConnected || !this.definition.onDisconnected) return;
     Promise.resolve()
       .then(() => this.definition.onDisconnected?.(connection.context, error))
       .catch((caught: unknown) => this.logger.error({ err: caught }, 'onDisconnected failed'));
+  }
+
+  #unfollowGone(connection: Connection): void {
+    const channel = this.#channel;
+    const { userGone, groupsGone } = this.registry.remove(connection);
+    if (!channel) return;
+    const unfollow = (kind: Interest, name: string) =>
+      channel
+        .unfollow(kind, name)
+        .catch((error: unknown) => this.logger.warn({ err: error, kind, name }, 'unfollow failed'));
+    void unfollow('connection', connection.connectionId);
+    if (userGone) void unfollow('user', connection.userId as string);
+    for (const group of groupsGone) void unfollow('group', group);
   }
 
   #tick(): void {

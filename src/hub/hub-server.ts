@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { WebSocketServer } from 'ws';
-import type { Backplane } from '../backplane/backplane.js';
+import type { Backplane, BackplaneHealth } from '../backplane/backplane.js';
 import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
 import { type HubOptions, resolveHubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
@@ -123,6 +123,11 @@ export class HubServer {
   /** The request handler for the app's own server (when it uses {@link attach}). */
   readonly handleRequest: RequestListener = (req, res) => this.#onRequest(req, res);
 
+  /** The backplane's health: whether sends reach other instances, and how many may have been missed. */
+  backplaneHealth(): BackplaneHealth {
+    return this.#backplane.health();
+  }
+
   get connectionCount(): number {
     let count = 0;
     for (const hub of this.#hubs.values()) count += hub.connectionCount;
@@ -132,7 +137,13 @@ export class HubServer {
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const url = requestUrl(req);
     if (url.pathname === '/healthz' && req.method === 'GET') {
-      return json(res, 200, { status: this.#closing ? 'closing' : 'ok', connections: this.connectionCount });
+      const backplane = this.#backplane.health();
+      const status = this.#closing ? 'closing' : backplane.status === 'ready' ? 'ok' : 'degraded';
+      return json(res, status === 'ok' ? 200 : 503, {
+        status,
+        connections: this.connectionCount,
+        backplane: { kind: this.#backplane.kind, ...backplane },
+      });
     }
     if (url.pathname.endsWith('/negotiate')) {
       const hub = this.#hubs.get(url.pathname.slice(0, -'/negotiate'.length));

@@ -30,33 +30,45 @@ export class LocalRegistry<C extends Addressable> {
     return this.#connections.values();
   }
 
-  add(connection: C): void {
+  /** Adds a connection; true when it is its user's first connection on this instance. */
+  add(connection: C): boolean {
     this.#connections.set(connection.connectionId, connection);
-    if (connection.userId !== undefined) addTo(this.#users, connection.userId, connection);
+    return connection.userId !== undefined && addTo(this.#users, connection.userId, connection);
   }
 
-  /** Forgets the connection and its group memberships. */
-  remove(connection: C): void {
-    if (this.#connections.get(connection.connectionId) !== connection) return;
+  /**
+   * Forgets the connection and its group memberships; returns what this instance no longer holds any
+   * member of (its user, its groups), so that the backplane can stop routing them here.
+   */
+  remove(connection: C): { userGone: boolean; groupsGone: string[] } {
+    const gone = { userGone: false, groupsGone: [] as string[] };
+    if (this.#connections.get(connection.connectionId) !== connection) return gone;
     this.#connections.delete(connection.connectionId);
-    if (connection.userId !== undefined) removeFrom(this.#users, connection.userId, connection);
-    for (const group of this.#groupsOf.get(connection) ?? []) removeFrom(this.#groups, group, connection);
+    if (connection.userId !== undefined)
+      gone.userGone = removeFrom(this.#users, connection.userId, connection);
+    for (const group of this.#groupsOf.get(connection) ?? []) {
+      if (removeFrom(this.#groups, group, connection)) gone.groupsGone.push(group);
+    }
     this.#groupsOf.delete(connection);
+    return gone;
   }
 
-  joinGroup(connection: C, group: string): void {
-    addTo(this.#groups, group, connection);
+  /** Adds the connection to the group; true when it is the group's first member on this instance. */
+  joinGroup(connection: C, group: string): boolean {
+    const created = addTo(this.#groups, group, connection);
     let groups = this.#groupsOf.get(connection);
     if (!groups) {
       groups = new Set();
       this.#groupsOf.set(connection, groups);
     }
     groups.add(group);
+    return created;
   }
 
-  leaveGroup(connection: C, group: string): void {
-    removeFrom(this.#groups, group, connection);
+  /** Removes the connection from the group; true when that left the group without members here. */
+  leaveGroup(connection: C, group: string): boolean {
     this.#groupsOf.get(connection)?.delete(group);
+    return removeFrom(this.#groups, group, connection);
   }
 
   groupsOf(connection: C): ReadonlySet<string> {
@@ -68,6 +80,13 @@ export class LocalRegistry<C extends Addressable> {
     for (const connection of this.resolve(audience)) connection.write(frame);
   }
 
+  *#notIn(connections: Iterable<C>, groups: readonly string[]): Iterable<C> {
+    for (const c of connections) {
+      const of = this.#groupsOf.get(c);
+      if (!groups.some((g) => of?.has(g))) yield c;
+    }
+  }
+
   /** The local connections in the audience, each once. */
   resolve(audience: Audience): Iterable<C> {
     switch (audience.kind) {
@@ -75,28 +94,37 @@ export class LocalRegistry<C extends Addressable> {
         return excluding(this.#connections.values(), audience.except);
       case 'connections':
         return unique(audience.ids.map((id) => this.#connections.get(id)));
-      case 'groups':
-        return excluding(union(audience.names.map((name) => this.#groups.get(name))), audience.except);
+      case 'groups': {
+        const members = excluding(
+          union(audience.names.map((name) => this.#groups.get(name))),
+          audience.except,
+        );
+        return audience.notIn?.length ? this.#notIn(members, audience.notIn) : members;
+      }
       case 'users':
         return union(audience.ids.map((id) => this.#users.get(id)));
     }
   }
 }
 
-function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
-  let set = index.get(key);
-  if (!set) {
-    set = new Set();
-    index.set(key, set);
+/** Adds `value` under `key`; true when that created the key. */
+function addTo<K, V>(index: Map<K, Set<V>>, key: K, value: V): boolean {
+  const set = index.get(key);
+  if (set) {
+    set.add(value);
+    return false;
   }
-  set.add(value);
+  index.set(key, new Set([value]));
+  return true;
 }
 
-function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
+/** Removes `value` from under `key`; true when that removed the key's last value. */
+function removeFrom<K, V>(index: Map<K, Set<V>>, key: K, value: V): boolean {
   const set = index.get(key);
-  if (!set) return;
-  set.delete(value);
-  if (set.size === 0) index.delete(key);
+  if (!set?.delete(value)) return false;
+  if (set.size > 0) return false;
+  index.delete(key);
+  return true;
 }
 
 function* excluding<C extends Addressable>(

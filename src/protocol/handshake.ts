@@ -39,10 +39,9 @@ export function parseHandshakeRequest(record: string): HandshakeRequest {
     );
   }
   if (version !== 1 && version !== 2) {
-    throw new ProtocolError(
-      `The protocol version '${String(version)}' is not supported; use 1 or 2.`,
-      'ERR_HANDSHAKE',
-    );
+    // note: String() throws on a JSON object such as {"toString":1}; show objects as JSON instead.
+    const shown = typeof version === 'object' && version !== null ? JSON.stringify(version) : String(version);
+    throw new ProtocolError(`The protocol version '${shown}' is not supported; use 1 or 2.`, 'ERR_HANDSHAKE');
   }
   return { protocol, version };
 }

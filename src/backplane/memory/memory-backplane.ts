@@ -1,5 +1,5 @@
 import { RelayhubError } from '../../errors.js';
-import type { Audience, Backplane, HubChannel, LocalHub } from '../backplane.js';
+import type { Audience, Backplane, BackplaneHealth, HubChannel, LocalHub } from '../backplane.js';
 
 /**
  * The instances that share one memory backplane: by default each `MemoryBackplane` has its own, so one
@@ -53,6 +53,10 @@ export class MemoryBackplane implements Backplane {
     return channel;
   }
 
+  health(): BackplaneHealth {
+    return { status: 'ready', possibleGaps: 0, failedSends: 0 };
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.#channels].map((c) => c.close()));
   }
@@ -69,6 +73,11 @@ class MemoryChannel implements HubChannel {
   ) {
     bus.join(hub, local);
   }
+
+  // note: every instance sees every send on the bus, so there is nothing to follow.
+  async follow(): Promise<void> {}
+
+  async unfollow(): Promise<void> {}
 
   async publish(audience: Audience, frame: string): Promise<void> {
     // note: the local instance first, so that its recipients never wait behind other instances.

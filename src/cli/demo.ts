@@ -1,0 +1,72 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { SignJWT } from 'jose';
+import type { Logger } from 'pino';
+import { connectRedis, openRedis } from '../backplane/pubsub/redis-connection.js';
+import { DEMO_HUB_PATH } from '../example/demo-hub.js';
+import { onShutdown } from './serve.js';
+
+/** The secret `relayhub demo` signs its tokens with; never use it in production. */
+export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me';
+
+export interface DemoOptions {
+  port: number;
+  host: string;
+  redisUrl: string;
+  channelPrefix: string;
+  jwtSecret?: string;
+}
+
+/**
+ * `relayhub demo` (what `npm start` runs): checks that Redis is there, starts two `relayhub serve`
+ * processes on the pubsub backplane (ports `port` and `port + 1`), and prints tokens to connect with.
+ */
+export async function runDemo(options: DemoOptions, logger: Logger): Promise<void> {
+  const probe = openRedis({ redisUrl: options.redisUrl, connectTimeoutMs: 2_000 }, 'relayhub:demo:probe');
+  try {
+    await connectRedis(probe, options.redisUrl, 2_000);
+  } finally {
+    probe.disconnect();
+  }
+  const secret = options.jwtSecret ?? DEMO_JWT_SECRET;
+  const cli = fileURLToPath(new URL('./main.js', import.meta.url));
+  const ports = [options.port, options.port + 1];
+  const children: ChildProcess[] = ports.map((port, i) =>
+    spawn(process.execPath, [cli, 'serve'], {
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        PORT: String(port),
+        HOST: options.host,
+        BACKPLANE: 'pubsub',
+        REDIS_URL: options.redisUrl,
+        CHANNEL_PREFIX: options.channelPrefix,
+        INSTANCE_ID: `demo-${i + 1}`,
+        JWT_SECRET: secret,
+      },
+    }),
+  );
+  const key = new TextEncoder().encode(secret);
+  const lines = ['', 'relayhub demo: two hub instances on the pubsub backplane', ''];
+  for (const port of ports) lines.push(`  hub: http://localhost:${port}${DEMO_HUB_PATH}`);
+  for (const user of ['alice', 'bob']) {
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(user).sign(key);
+    lines.push(`  token for ${user}: ${token}`);
+  }
+  lines.push(
+    '',
+    '  new HubConnectionBuilder().withUrl(hubUrl, { accessTokenFactory: () => token }).build()',
+    '',
+  );
+  process.stdout.write(`${lines.join('\n')}\n`);
+  const exited = children.map((child) => new Promise<void>((resolve) => child.once('exit', () => resolve())));
+  for (const child of children) {
+    child.once('exit', (code) => {
+      if (code !== 0 && code !== null) logger.error({ code }, 'a demo hub instance exited');
+    });
+  }
+  onShutdown(logger, async () => {
+    for (const child of children) child.kill('SIGTERM');
+    await Promise.all(exited);
+  });
+}

@@ -1,0 +1,82 @@
+import type { Logger } from 'pino';
+import type { Backplane } from '../backplane/backplane.js';
+import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
+import { PubSubBackplane } from '../backplane/pubsub/pubsub-backplane.js';
+import { RelayhubError } from '../errors.js';
+import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
+import { anonymous, jwtAuthenticator } from '../hub/auth.js';
+import { HubServer } from '../hub/hub-server.js';
+
+export interface ServeOptions {
+  port: number;
+  host: string;
+  backplane: 'memory' | 'pubsub' | 'streams';
+  redisUrl: string;
+  channelPrefix: string;
+  instanceId?: string;
+  jwtSecret?: string;
+}
+
+function createBackplane(options: ServeOptions, logger: Logger): Backplane {
+  switch (options.backplane) {
+    case 'memory':
+      return new MemoryBackplane();
+    case 'pubsub':
+      return new PubSubBackplane({
+        redisUrl: options.redisUrl,
+        channelPrefix: options.channelPrefix,
+        logger,
+        ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+      });
+    case 'streams':
+      throw new RelayhubError('ERR_CONFIG', "The 'streams' backplane is not available in this version.", {
+        remedy: 'Use --backplane memory or pubsub.',
+      });
+  }
+}
+
+/** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */
+export async function serve(options: ServeOptions, logger: Logger): Promise<void> {
+  if (!options.jwtSecret) {
+    logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
+  }
+  const server = new HubServer({
+    authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
+    backplane: createBackplane(options, logger),
+    logger,
+  });
+  server.mapHub(DEMO_HUB_PATH, demoHub);
+  let address: { port: number };
+  try {
+    address = await server.listen(options.port, options.host);
+  } catch (error) {
+    await server.close().catch(() => undefined);
+    throw error;
+  }
+  logger.info({ port: address.port, hub: DEMO_HUB_PATH, backplane: options.backplane }, 'relayhub listening');
+  // note: scripts and tests read this line to learn the port when they pass --port 0.
+  process.stdout.write(`relayhub listening on port ${address.port}\n`);
+  onShutdown(logger, () => server.close());
+}
+
+/** Runs `close` on the first SIGTERM/SIGINT and exits 0 when it is done; a second signal exits at once. */
+export function onShutdown(logger: Logger, close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
