@@ -86,10 +86,74 @@ export interface HubChannel {
   close(): Promise<void>;
 }
 
+/** A connection as the reliable lane sees it. */
+export interface ReliableRecipient {
+  /** Invokes a client method with an invocation id and resolves with the client's answer (its ack). */
+  invoke(target: string, args: unknown[], timeoutMs: number): Promise<unknown>;
+  /** Writes a formatted record without waiting for an answer. */
+  write(frame: string): void;
+}
+
+/** The users this instance holds connections of, for the reliable lane. */
+export interface LocalUsers {
+  connectionsOf(userId: string): ReliableRecipient[];
+}
+
+export interface ReliableMessage {
+  userId: string;
+  /** The client method to invoke. */
+  target: string;
+  args: unknown[];
+  /**
+   * Idempotency key (e.g. an outbox row id): a second send with the same key within the retention window
+   * is dropped and resolves with the first one's offset and message id.
+   */
+  key?: string;
+}
+
+export interface ReliableSendResult {
+  /** Stable id of the message: the key when one was given, else a random UUID. */
+  messageId: string;
+  /** The message's position in the user's inbox: gapless, from 1. */
+  offset: number;
+  /** True when the key had been sent before and this send was dropped. */
+  duplicate: boolean;
+}
+
+export interface ReliableMetrics {
+  /** Delivery wake-ups routed to this instance and not read yet. */
+  lag: number;
+  /** Wake-ups read and not acknowledged yet. */
+  pending: number;
+  delivered: number;
+  acked: number;
+  redeliveries: number;
+  deadLetters: number;
+  /** Times a user was told that messages fell out of the retention window before being acked. */
+  gaps: number;
+}
+
+/** Point-to-point messages to a user: at least once, in order, acknowledged by the client application. */
+export interface ReliableLane {
+  /**
+   * Appends a message to the user's inbox. Resolves once Redis holds it (with its offset), rejects with
+   * `ERR_BACKPLANE_UNAVAILABLE` when Redis cannot be reached (then retry with the same `key`).
+   */
+  send(message: ReliableMessage): Promise<ReliableSendResult>;
+  /** This instance now holds a connection of the user: register presence, then replay what is unacked. */
+  userArrived(userId: string): Promise<void>;
+  /** This instance no longer holds any connection of the user. */
+  userLeft(userId: string): void;
+  metrics(): Promise<ReliableMetrics>;
+  close(): Promise<void>;
+}
+
 export interface Backplane {
   readonly kind: 'memory' | 'pubsub' | 'streams';
   /** Registers this instance's side of the hub named `hub` and returns its channel. */
   open(hub: string, local: LocalHub): Promise<HubChannel>;
+  /** The reliable lane of the hub; only backplanes that have one (`streams`) implement it. */
+  openReliable?(hub: string, users: LocalUsers): Promise<ReliableLane>;
   health(): BackplaneHealth;
   /** Closes every channel and connection of the backplane. Idempotent. */
   close(): Promise<void>;

@@ -27,3 +27,57 @@ export function hubChannels(prefix: string, hub: string): HubChannels {
     instance: (instanceId) => `${base}:{i:${instanceId}}`,
   };
 }
+
+/** The reliable lane's keys of one user: all in the user's slot. */
+export interface UserKeys {
+  /** INCR counter: the user's last assigned offset (gapless, from 1). */
+  readonly seq: string;
+  /** Stream of the user's messages (fields o, m, t, a). */
+  readonly inbox: string;
+  /** `"<offset> <stream id>"` of the last message the user's client acknowledged. */
+  readonly acked: string;
+  /** Set of the instance ids holding a connection of the user. */
+  readonly presence: string;
+  /** `SET NX` marker of an idempotency key (an outbox id), holding `"<offset> <message id>"`. */
+  dedup(key: string): string;
+}
+
+export interface ReliableKeys {
+  user(userId: string): UserKeys;
+  /** Stream of delivery wake-ups for one instance, read with XREADGROUP in group {@link CONSUMER_GROUP}. */
+  deliveries(instanceId: string): string;
+  /** Exists while the instance is alive (refreshed by its heartbeat, with a TTL). */
+  alive(instanceId: string): string;
+  /** What `deliveries()` and `alive()` start with, for the Lua script that routes to instances. */
+  readonly instancePrefix: string;
+  /** Set of every instance id that has used the lane (swept when their `alive` key is gone). */
+  readonly instances: string;
+  /** Stream of messages given up on (field r: the reason). */
+  readonly deadLetters: string;
+}
+
+/** The consumer group every instance reads its own delivery stream with. */
+export const CONSUMER_GROUP = 'relayhub';
+
+/** The reliable lane's keys of one hub. */
+export function reliableKeys(prefix: string, hub: string): ReliableKeys {
+  const base = `${prefix}:${hub}:rl`;
+  const instancePrefix = `${base}:{i:`;
+  return {
+    user: (userId) => {
+      const u = `${base}:{u:${userId}}`;
+      return {
+        seq: `${u}:seq`,
+        inbox: `${u}:inbox`,
+        acked: `${u}:acked`,
+        presence: `${u}:presence`,
+        dedup: (key) => `${u}:dedup:${key}`,
+      };
+    },
+    deliveries: (instanceId) => `${instancePrefix}${instanceId}}:deliveries`,
+    alive: (instanceId) => `${instancePrefix}${instanceId}}:alive`,
+    instancePrefix,
+    instances: `${base}:instances`,
+    deadLetters: `${base}:dead`,
+  };
+}

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Backplane } from '../backplane/backplane.js';
 import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
 import { PubSubBackplane } from '../backplane/pubsub/pubsub-backplane.js';
-import { RelayhubError } from '../errors.js';
+import { StreamsBackplane } from '../backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { HubServer } from '../hub/hub-server.js';
@@ -18,21 +18,14 @@ export interface ServeOptions {
 }
 
 function createBackplane(options: ServeOptions, logger: Logger): Backplane {
-  switch (options.backplane) {
-    case 'memory':
-      return new MemoryBackplane();
-    case 'pubsub':
-      return new PubSubBackplane({
-        redisUrl: options.redisUrl,
-        channelPrefix: options.channelPrefix,
-        logger,
-        ...(options.instanceId ? { instanceId: options.instanceId } : {}),
-      });
-    case 'streams':
-      throw new RelayhubError('ERR_CONFIG', "The 'streams' backplane is not available in this version.", {
-        remedy: 'Use --backplane memory or pubsub.',
-      });
-  }
+  if (options.backplane === 'memory') return new MemoryBackplane();
+  const redis = {
+    redisUrl: options.redisUrl,
+    channelPrefix: options.channelPrefix,
+    logger,
+    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+  };
+  return options.backplane === 'pubsub' ? new PubSubBackplane(redis) : new StreamsBackplane(redis);
 }
 
 /** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */

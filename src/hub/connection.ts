@@ -127,15 +127,30 @@ export class Connection implements Addressable {
     return this.#state;
   }
 
-  /** True when a socket may bind to this connection now: a new one, or a stateful one whose socket dropped. */
+  /**
+   * True when a socket may bind to this connection now: a new one, or a stateful one whose socket dropped
+   * or (as in ASP.NET) whose client came back before the server noticed its old socket dropped.
+   */
   get acceptsSocket(): boolean {
-    return this.#state === 'pending' || this.#state === 'detached';
+    return (
+      this.#state === 'pending' ||
+      this.#state === 'detached' ||
+      (this.#state === 'open' && this.#resume?.resumable === true)
+    );
   }
 
   /** Binds a WebSocket: the first one (handshake follows) or a stateful reconnect (replay follows). */
   attach(ws: WebSocket): void {
-    const resuming = this.#state === 'detached';
+    const resuming = this.#state === 'detached' || this.#state === 'open';
+    const previous = this.#ws;
     this.#ws = ws;
+    if (previous) {
+      // note: the replaced socket's events are ignored from now on; what was pending for it is replayed.
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#readPaused = false;
+      previous.terminate();
+    }
     this.#attachedAt = Date.now();
     this.#lastReceivedAt = this.#attachedAt;
     ws.on('message', (data, isBinary) => this.#onFrame(ws, data, isBinary));
@@ -241,6 +256,10 @@ export class Connection implements Addressable {
       }
       if (this.#state === 'open') this.#processFrame(text);
     } catch (error) {
+      // note: before the handshake the client reads only a handshake answer, so refuse the handshake.
+      if (this.#state === 'handshake') {
+        return this.#rejectHandshake(error instanceof Error ? error.message : String(error));
+      }
       this.#onProtocolError(error);
     }
   }

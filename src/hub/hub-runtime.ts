@@ -1,6 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Audience, Backplane, HubChannel, Interest, LocalHub } from '../backplane/backplane.js';
+import type {
+  Audience,
+  Backplane,
+  HubChannel,
+  Interest,
+  LocalHub,
+  ReliableLane,
+} from '../backplane/backplane.js';
 import type { HubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
 import { formatMessage } from '../protocol/json-protocol.js';
@@ -16,6 +23,7 @@ import {
 } from './clients.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
+import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
 
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
@@ -28,9 +36,11 @@ const newId = (): string => randomBytes(16).toString('base64url');
 export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubContext {
   readonly clients: HubClients;
   readonly groups: GroupManager;
+  readonly reliable: ReliableClients;
   readonly registry = new LocalRegistry<Connection>();
   readonly #byToken = new Map<string, Connection>();
   #channel: HubChannel | undefined;
+  #lane: ReliableLane | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
@@ -41,6 +51,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     readonly logger: Logger,
   ) {
     this.clients = hubClients(this);
+    this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane));
     this.groups = {
       add: (connectionId, group) => this.#requireChannel().addToGroup(connectionId, group),
       remove: (connectionId, group) => this.#requireChannel().removeFromGroup(connectionId, group),
@@ -49,6 +60,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
 
   async start(backplane: Backplane): Promise<void> {
     this.#channel = await backplane.open(this.name, this);
+    this.#lane = await backplane.openReliable?.(this.name, {
+      connectionsOf: (userId) => [...this.registry.resolve({ kind: 'users', ids: [userId] })],
+    });
     const o = this.options;
     const shortest = Math.min(
       o.keepAliveIntervalMs,
@@ -152,6 +166,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
       channel.follow('connection', connection.connectionId),
       firstOfUser ? channel.follow('user', connection.userId as string) : undefined,
     ]);
+    // note: presence and replay of the user's unacked reliable messages start with the first connection.
+    if (firstOfUser) await this.#lane?.userArrived(connection.userId as string);
     await this.definition.onConnected?.(connection.context);
   }
 
@@ -173,7 +189,10 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
         .unfollow(kind, name)
         .catch((error: unknown) => this.logger.warn({ err: error, kind, name }, 'unfollow failed'));
     void unfollow('connection', connection.connectionId);
-    if (userGone) void unfollow('user', connection.userId as string);
+    if (userGone) {
+      void unfollow('user', connection.userId as string);
+      this.#lane?.userLeft(connection.userId as string);
+    }
     for (const group of groupsGone) void unfollow('group', group);
   }
 
@@ -196,6 +215,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
       for (const connection of [...this.#byToken.values()]) connection.close(reason, true);
+      await this.#lane?.close();
       await this.#channel?.close();
     })();
     return this.#closing;

@@ -1,5 +1,6 @@
 import type { Principal } from './auth.js';
 import type { CallerClients, GroupManager, HubClients } from './clients.js';
+import type { ReliableClients } from './reliable-clients.js';
 
 /** What every hub callback knows about the connection it runs for. */
 export interface ConnectionContext {
@@ -46,4 +47,6 @@ export interface HubDefinition {
 export interface HubContext {
   readonly clients: HubClients;
   readonly groups: GroupManager;
+  /** The reliable lane (needs the `streams` backplane). */
+  readonly reliable: ReliableClients;
 }

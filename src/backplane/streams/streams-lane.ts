@@ -1,0 +1,347 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { RelayhubError } from '../../errors.js';
+import type {
+  LocalUsers,
+  ReliableLane,
+  ReliableMessage,
+  ReliableMetrics,
+  ReliableRecipient,
+  ReliableSendResult,
+} from '../backplane.js';
+import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../keys.js';
+import { describe } from '../pubsub/redis-connection.js';
+import { DELIVERY_STREAM_MAX, laneScripts, sendReliable, unavailable } from './reliable-producer.js';
+import {
+  type InboxEntry,
+  type SessionCounters,
+  type SessionHost,
+  type SessionOptions,
+  UserSession,
+} from './user-session.js';
+
+/** Options of the reliable lane; defaults in `DEFAULT_RELIABLE_OPTIONS`. */
+export interface ReliableOptions extends SessionOptions {
+  /** Messages kept per user inbox (acked or not). */
+  maxLength: number;
+  /** How long a message is kept (and how long idempotency keys are remembered). */
+  maxAgeMs: number;
+  /** How often an instance proves it is alive and re-registers its users' presence. */
+  heartbeatIntervalMs: number;
+  /**
+   * An instance silent this long is taken for dead: senders stop routing to it and its delivery stream is
+   * deleted. A paused instance (GC, SIGSTOP) shorter than this keeps everything and catches up; one
+   * paused longer recreates its stream and replays its users' inboxes when it resumes.
+   */
+  instanceTimeoutMs: number;
+  /** How long one blocking XREADGROUP waits before checking whether the lane is closing. */
+  blockMs: number;
+}
+
+export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze({
+  ackTimeoutMs: 30_000,
+  maxAttempts: 5,
+  retryDelayMs: 200,
+  maxRetryDelayMs: 5_000,
+  maxLength: 10_000,
+  maxAgeMs: 24 * 60 * 60 * 1000,
+  heartbeatIntervalMs: 5_000,
+  instanceTimeoutMs: 15_000,
+  blockMs: 1_000,
+});
+
+const READ_COUNT = 200;
+
+export interface StreamsLaneDeps {
+  /** Commands (no offline queue: they fail fast while Redis is away). */
+  redis: Redis;
+  /** A connection of its own for the blocking XREADGROUP. */
+  blocking: Redis;
+  keys: ReliableKeys;
+  instanceId: string;
+  users: LocalUsers;
+  options: ReliableOptions;
+  log: Logger;
+  onDeadLetter?: (letter: DeadLetter) => void | Promise<void>;
+}
+
+/** A message the lane gave up on. */
+export interface DeadLetter {
+  userId: string;
+  messageId: string;
+  offset: number;
+  target: string;
+  args: unknown[];
+  reason: string;
+}
+
+/**
+ * The reliable lane of one hub on one instance: sends (a Lua script appends to the user's inbox and routes
+ * a wake-up to each instance holding the user), this instance's delivery consumer (XREADGROUP on its own
+ * stream), its users' sessions, and its heartbeat.
+ */
+export class StreamsLane implements ReliableLane, SessionHost {
+  readonly redis: Redis;
+  readonly options: ReliableOptions;
+  readonly log: Logger;
+  readonly counters: SessionCounters = { delivered: 0, acked: 0, redeliveries: 0, deadLetters: 0, gaps: 0 };
+  readonly #deps: StreamsLaneDeps;
+  readonly #scripts: ReturnType<typeof laneScripts>;
+  readonly #sessions = new Map<string, UserSession>();
+  readonly #stop = new AbortController();
+  #heartbeat: NodeJS.Timeout | undefined;
+  #lastBeat = 0;
+  #reading: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(deps: StreamsLaneDeps) {
+    this.#deps = deps;
+    this.redis = deps.redis;
+    this.options = deps.options;
+    this.log = deps.log;
+    this.#scripts = laneScripts(deps.redis);
+  }
+
+  async start(): Promise<void> {
+    await this.#ensureGroup();
+    await this.#beat();
+    this.#heartbeat = setInterval(() => void this.#beat(), this.options.heartbeatIntervalMs);
+    this.#heartbeat.unref();
+    this.#reading = this.#readLoop();
+  }
+
+  // ---- sending ----
+
+  send(message: ReliableMessage): Promise<ReliableSendResult> {
+    if (this.#closing) return Promise.reject(new RelayhubError('ERR_CLOSED', 'The reliable lane is closed.'));
+    return sendReliable(this.#scripts, this.#deps.keys, this.options, message);
+  }
+
+  // ---- users on this instance ----
+
+  async userArrived(userId: string): Promise<void> {
+    let session = this.#sessions.get(userId);
+    if (!session) {
+      session = new UserSession(userId, this.#deps.keys.user(userId), this);
+      this.#sessions.set(userId, session);
+    }
+    try {
+      // note: presence first, then the replay: a message sent in between is routed here and also found by
+      // the replay, and the session's offset drops the second copy.
+      await this.redis.sadd(this.#deps.keys.user(userId).presence, this.#deps.instanceId);
+    } catch (error) {
+      this.log.warn({ err: error, userId }, 'could not register presence; the heartbeat will retry');
+    }
+    void session.wake();
+  }
+
+  userLeft(userId: string): void {
+    this.#sessions.get(userId)?.close();
+    this.#sessions.delete(userId);
+    this.redis
+      .srem(this.#deps.keys.user(userId).presence, this.#deps.instanceId)
+      .catch((error: unknown) => this.log.debug({ err: error, userId }, 'could not remove presence'));
+  }
+
+  recipients(userId: string): ReliableRecipient[] {
+    return this.#deps.users.connectionsOf(userId);
+  }
+
+  async ack(keys: UserKeys, offset: number, streamId: string): Promise<void> {
+    await this.#scripts.relayhubAck(keys.acked, offset, streamId, this.options.maxAgeMs);
+    this.counters.acked++;
+  }
+
+  async deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void> {
+    this.counters.deadLetters++;
+    this.log.warn({ userId, offset: entry.offset, reason }, 'reliable message dead-lettered');
+    await this.redis.xadd(
+      this.#deps.keys.deadLetters,
+      'MAXLEN',
+      '~',
+      DELIVERY_STREAM_MAX,
+      '*',
+      'u',
+      userId,
+      'o',
+      entry.offset,
+      'm',
+      entry.messageId,
+      't',
+      entry.target,
+      'a',
+      JSON.stringify(entry.args),
+      'r',
+      reason,
+    );
+    await this.ack(this.#deps.keys.user(userId), entry.offset, entry.streamId);
+    try {
+      await this.#deps.onDeadLetter?.({ userId, ...entry, reason });
+    } catch (error) {
+      this.log.error({ err: error }, 'onDeadLetter hook failed');
+    }
+  }
+
+  // ---- this instance's delivery stream ----
+
+  get #deliveries(): string {
+    return this.#deps.keys.deliveries(this.#deps.instanceId);
+  }
+
+  async #ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', this.#deliveries, CONSUMER_GROUP, '0', 'MKSTREAM');
+    } catch (error) {
+      if (!describe(error).includes('BUSYGROUP')) throw unavailable(error);
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const signal = this.#stop.signal;
+    // note: first this consumer's own pending entries (read before a crash or pause), then new ones.
+    let cursor: '0' | '>' = '0';
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        const reply = (await this.#deps.blocking.xreadgroup(
+          'GROUP',
+          CONSUMER_GROUP,
+          this.#deps.instanceId,
+          'COUNT',
+          READ_COUNT,
+          'BLOCK',
+          cursor === '0' ? 1 : this.options.blockMs,
+          'STREAMS',
+          this.#deliveries,
+          cursor,
+        )) as [string, [string, string[]][]][] | null;
+        failures = 0;
+        const entries = reply?.[0]?.[1] ?? [];
+        if (cursor === '0') cursor = '>';
+        this.#dispatch(entries);
+      } catch (error) {
+        if (signal.aborted) return;
+        failures++;
+        if (describe(error).includes('NOGROUP')) {
+          // note: the stream is gone (Redis lost its memory, or this instance was taken for dead while
+          // paused): recreate it and replay every local user's inbox from its acked offset.
+          this.log.warn('delivery stream missing; recreating it and replaying local users');
+          await this.#ensureGroup().catch(() => undefined);
+          cursor = '0';
+          this.#wakeAll();
+        } else {
+          this.log.warn({ err: error }, 'reading the delivery stream failed');
+        }
+        await sleep(Math.min(this.options.maxRetryDelayMs, 50 * 2 ** failures), signal);
+      }
+    }
+  }
+
+  /** Wakes the sessions of the users in `entries`; each entry is acknowledged once its user caught up. */
+  #dispatch(entries: [string, string[]][]): void {
+    const byUser = new Map<string, string[]>();
+    for (const [id, fields] of entries) {
+      const user = fields[fields.indexOf('u') + 1] ?? '';
+      const ids = byUser.get(user);
+      if (ids) ids.push(id);
+      else byUser.set(user, [id]);
+    }
+    for (const [user, ids] of byUser) {
+      const session = this.#sessions.get(user);
+      const caughtUp = session ? session.wake() : Promise.resolve();
+      caughtUp
+        .then(() => this.redis.xack(this.#deliveries, CONSUMER_GROUP, ...ids))
+        .catch((error: unknown) => this.log.debug({ err: error }, 'xack failed'));
+    }
+  }
+
+  #wakeAll(): void {
+    for (const session of this.#sessions.values()) void session.wake();
+  }
+
+  /** Proves this instance alive, re-registers its users, and deletes the streams of dead instances. */
+  async #beat(): Promise<void> {
+    const keys = this.#deps.keys;
+    const id = this.#deps.instanceId;
+    const now = Date.now();
+    const away = this.#lastBeat !== 0 && now - this.#lastBeat > this.options.instanceTimeoutMs;
+    try {
+      const pipeline = this.redis.pipeline();
+      pipeline.set(keys.alive(id), String(now), 'PX', this.options.instanceTimeoutMs);
+      pipeline.sadd(keys.instances, id);
+      for (const user of this.#sessions.keys()) pipeline.sadd(keys.user(user).presence, id);
+      await pipeline.exec();
+      this.#lastBeat = now;
+      // note: after a pause longer than the instance timeout, senders stopped routing here: catch up.
+      if (away) this.#wakeAll();
+      await this.#sweep();
+    } catch (error) {
+      this.log.warn({ err: error }, 'reliable lane heartbeat failed');
+    }
+  }
+
+  async #sweep(): Promise<void> {
+    const keys = this.#deps.keys;
+    for (const instance of await this.redis.smembers(keys.instances)) {
+      if (instance === this.#deps.instanceId || (await this.redis.exists(keys.alive(instance)))) continue;
+      this.log.info({ instance }, 'removing the delivery stream of a dead instance');
+      await this.redis.del(keys.deliveries(instance));
+      await this.redis.srem(keys.instances, instance);
+    }
+  }
+
+  async metrics(): Promise<ReliableMetrics> {
+    let lag = 0;
+    let pending = 0;
+    try {
+      const groups = (await this.redis.xinfo('GROUPS', this.#deliveries)) as unknown[][];
+      for (const group of groups) {
+        const fields = new Map<string, unknown>();
+        for (let i = 0; i + 1 < group.length; i += 2) fields.set(String(group[i]), group[i + 1]);
+        if (fields.get('name') !== CONSUMER_GROUP) continue;
+        lag = Number(fields.get('lag') ?? 0);
+        pending = Number(fields.get('pending') ?? 0);
+      }
+    } catch (error) {
+      throw unavailable(error);
+    }
+    return { lag, pending, ...this.counters };
+  }
+
+  /** Stops reading, ends the sessions, and withdraws this instance (its users reconnect elsewhere). */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#stop.abort();
+      clearInterval(this.#heartbeat);
+      for (const session of this.#sessions.values()) session.close();
+      this.#deps.blocking.disconnect();
+      await this.#reading;
+      const keys = this.#deps.keys;
+      const id = this.#deps.instanceId;
+      try {
+        const pipeline = this.redis.pipeline();
+        for (const user of this.#sessions.keys()) pipeline.srem(keys.user(user).presence, id);
+        pipeline.del(keys.alive(id), keys.deliveries(id));
+        pipeline.srem(keys.instances, id);
+        await pipeline.exec();
+      } catch (error) {
+        this.log.warn({ err: error }, 'could not withdraw the instance from Redis');
+      }
+      this.#sessions.clear();
+    })();
+    return this.#closing;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
