@@ -26,13 +26,19 @@ export interface ConnectionHost {
   readonly logger: Logger;
   callerClients(connectionId: string): CallerClients;
   readonly groups: GroupManager;
-  /** The handshake succeeded: make the connection addressable and run `onConnected`. */
+  /** The handshake request is valid: make the connection addressable everywhere (before the response). */
+  register(connection: Connection): Promise<void>;
+  /** The handshake response is out: run `onConnected`. */
   connected(connection: Connection): Promise<void>;
   /**
-   * The connection ended: forget it and, when `connected` had been called, run `onDisconnected`.
-   * Called once per connection.
+   * The connection ended: forget it if it was registered and, when `connected` had been called, run
+   * `onDisconnected`. Called once per connection.
    */
-  ended(connection: Connection, error: Error | undefined, wasConnected: boolean): void;
+  ended(
+    connection: Connection,
+    error: Error | undefined,
+    reached: { registered: boolean; connected: boolean },
+  ): void;
 }
 
 type State =
@@ -88,6 +94,9 @@ export class Connection implements Addressable {
   #pending: string[] = [];
   #pendingBytes = 0;
   #flushScheduled = false;
+  /** Nothing but the handshake response may be written before it. */
+  #handshakeDone = false;
+  #onConnectedCalled = false;
   #waitingFrames: string[] = [];
 
   readonly #queue: (() => Promise<void>)[] = [];
@@ -201,6 +210,9 @@ export class Connection implements Addressable {
   /** Sends a Close message and ends the connection. Idempotent. */
   close(error?: string, allowReconnect = false): void {
     if (this.#state === 'ended') return;
+    if (this.#state === 'starting' && !this.#handshakeDone) {
+      return this.#rejectHandshake(error ?? 'The connection was closed before the handshake completed.');
+    }
     if (this.#state === 'open' || this.#state === 'starting') {
       this.#send(formatMessage(compactClose(error, allowReconnect)), false);
       this.#flush();
@@ -279,29 +291,49 @@ export class Connection implements Addressable {
     if (this.#statefulOffered && version === 2) {
       this.#resume = new ResumeBuffer(this.#host.options.statefulReconnectBufferSize);
     }
-    // note: the handshake response goes in a frame of its own; the client does not count hub messages
-    // that share its frame in the stateful-reconnect sequence.
-    (this.#ws as WebSocket).send(HANDSHAKE_OK);
-    this.#lastSentAt = Date.now();
     this.#state = 'starting';
     if (records.length > 0) this.#waitingFrames.push(records.join(RECORD_SEPARATOR) + RECORD_SEPARATOR);
-    this.#host.connected(this).then(
+    // note: the connection becomes addressable (and the backplane follows it) before the handshake
+    // response, so that once the client's start() resolves every send reaches it.
+    this.#host.register(this).then(
       () => {
         if (this.#state !== 'starting') return;
-        this.#state = 'open';
-        const waiting = this.#waitingFrames;
-        this.#waitingFrames = [];
-        try {
-          for (const text of waiting) this.#processFrame(text);
-        } catch (error) {
-          this.#onProtocolError(error);
-        }
+        this.#sendHandshakeResponse();
+        this.#onConnectedCalled = true;
+        this.#host.connected(this).then(
+          () => this.#opened(),
+          (error: unknown) => {
+            this.#log.error({ err: error }, 'onConnected failed');
+            this.close(this.#errorText('Connection was closed because onConnected failed', error), false);
+          },
+        );
       },
       (error: unknown) => {
-        this.#log.error({ err: error }, 'onConnected failed');
-        this.close(this.#errorText('Connection was closed because onConnected failed', error), false);
+        this.#log.error({ err: error }, 'could not register the connection');
+        this.#rejectHandshake(this.#errorText('The server could not register the connection', error));
       },
     );
+  }
+
+  #sendHandshakeResponse(): void {
+    // note: the handshake response goes in a frame of its own; the client does not count hub messages
+    // that share its frame in the stateful-reconnect sequence. Writes made meanwhile wait in #pending.
+    (this.#ws as WebSocket).send(HANDSHAKE_OK);
+    this.#handshakeDone = true;
+    this.#lastSentAt = Date.now();
+    if (this.#pending.length > 0) this.#scheduleFlush();
+  }
+
+  #opened(): void {
+    if (this.#state !== 'starting') return;
+    this.#state = 'open';
+    const waiting = this.#waitingFrames;
+    this.#waitingFrames = [];
+    try {
+      for (const text of waiting) this.#processFrame(text);
+    } catch (error) {
+      this.#onProtocolError(error);
+    }
   }
 
   #rejectHandshake(reason: string): void {
@@ -464,7 +496,7 @@ export class Connection implements Addressable {
       ? this.#host.definition.methods[target]
       : undefined;
     const fail = (error: string) => {
-      for (const upload of uploads) this.#uploads.delete(upload.streamId);
+      this.#releaseUploads(uploads);
       if (invocationId !== undefined) this.#complete(invocationId, { error });
     };
     if (!method) {
@@ -487,7 +519,9 @@ export class Connection implements Addressable {
         if (!isAsyncIterable(result))
           throw new HubError(`The hub method '${target}' does not return a stream.`);
         // note: the stream runs outside the invocation slot, as in SignalR, so it does not block the client.
-        void this.#runStream(invocationId as string, result, ctx.signal, target);
+        void this.#runStream(invocationId as string, result, ctx.signal, target).then(() =>
+          this.#releaseUploads(uploads),
+        );
         return;
       }
       if (invocationId !== undefined) {
@@ -496,11 +530,25 @@ export class Connection implements Addressable {
         }
         this.#complete(invocationId, result === undefined ? {} : { result });
       }
+      this.#releaseUploads(uploads);
     } catch (error) {
       if (controller) this.#streams.delete(invocationId as string);
       this.#log.warn({ err: error, target }, 'hub method failed');
       fail(this.#errorText(`An unexpected error occurred invoking '${target}' on the server`, error));
     }
+  }
+
+  /**
+   * The invocation is over: forget its upload streams, so that later items for them are ignored instead
+   * of filling a buffer nobody reads (which would stop reading from the socket for good), as ASP.NET does.
+   */
+  #releaseUploads(uploads: UploadStream[]): void {
+    if (uploads.length === 0) return;
+    for (const upload of uploads) {
+      if (this.#uploads.get(upload.streamId) === upload) this.#uploads.delete(upload.streamId);
+      upload.end();
+    }
+    this.#updateReadGate();
   }
 
   async #runStream(
@@ -567,17 +615,20 @@ export class Connection implements Addressable {
     if (this.#pendingBytes + ws.bufferedAmount > this.#host.options.maxBufferedBytesPerClient) {
       return this.#onSlowConsumer(ws);
     }
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
-    }
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled || !this.#handshakeDone) return;
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
   }
 
   /** Writes everything pending as one frame: the JSON protocol allows many records per frame. */
   #flush(): void {
     this.#flushScheduled = false;
     const ws = this.#ws;
-    if (this.#pending.length === 0 || !ws || ws.readyState !== WebSocket.OPEN) return;
+    if (!this.#handshakeDone || this.#pending.length === 0 || !ws || ws.readyState !== WebSocket.OPEN) return;
     const data = this.#pending.length === 1 ? (this.#pending[0] as string) : this.#pending.join('');
     this.#pending = [];
     this.#pendingBytes = 0;
@@ -641,7 +692,7 @@ export class Connection implements Addressable {
 
   #end(error: Error | undefined): void {
     if (this.#state === 'ended') return;
-    const wasAddressable = this.#state !== 'pending' && this.#state !== 'handshake';
+    const registered = this.#state !== 'pending' && this.#state !== 'handshake';
     this.#state = 'ended';
     clearTimeout(this.#ackTimer);
     const ws = this.#ws;
@@ -658,7 +709,7 @@ export class Connection implements Addressable {
     this.#uploads.clear();
     this.#queue.length = 0;
     this.#waitingFrames = [];
-    this.#host.ended(this, error, wasAddressable);
+    this.#host.ended(this, error, { registered, connected: this.#onConnectedCalled });
   }
 }
 

@@ -158,23 +158,29 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
 
   // ---- ConnectionHost: what connections call ----
 
-  async connected(connection: Connection): Promise<void> {
+  async register(connection: Connection): Promise<void> {
     const channel = this.#requireChannel();
     const firstOfUser = this.registry.add(connection);
-    // note: followed before onConnected, so that every send issued after it reaches the connection.
     await Promise.all([
       channel.follow('connection', connection.connectionId),
       firstOfUser ? channel.follow('user', connection.userId as string) : undefined,
     ]);
     // note: presence and replay of the user's unacked reliable messages start with the first connection.
     if (firstOfUser) await this.#lane?.userArrived(connection.userId as string);
+  }
+
+  async connected(connection: Connection): Promise<void> {
     await this.definition.onConnected?.(connection.context);
   }
 
-  ended(connection: Connection, error: Error | undefined, wasConnected: boolean): void {
+  ended(
+    connection: Connection,
+    error: Error | undefined,
+    reached: { registered: boolean; connected: boolean },
+  ): void {
     this.#byToken.delete(connection.token);
-    if (wasConnected) this.#unfollowGone(connection);
-    if (!wasConnected || !this.definition.onDisconnected) return;
+    if (reached.registered) this.#unfollowGone(connection);
+    if (!reached.connected || !this.definition.onDisconnected) return;
     Promise.resolve()
       .then(() => this.definition.onDisconnected?.(connection.context, error))
       .catch((caught: unknown) => this.logger.error({ err: caught }, 'onDisconnected failed'));
