@@ -5,10 +5,29 @@ export type {
   HubChannel,
   Interest,
   LocalHub,
+  LocalUsers,
+  ReliableLane,
+  ReliableMessage,
+  ReliableMetrics,
+  ReliableRecipient,
+  ReliableSendResult,
 } from './backplane/backplane.js';
 export { DEFAULT_CHANNEL_PREFIX } from './backplane/keys.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
+export {
+  ReliableProducer,
+  type ReliableProducerOptions,
+  type Retention,
+} from './backplane/streams/reliable-producer.js';
+export { StreamsBackplane, type StreamsBackplaneOptions } from './backplane/streams/streams-backplane.js';
+export {
+  DEFAULT_RELIABLE_OPTIONS,
+  type DeadLetter,
+  type ReliableOptions,
+} from './backplane/streams/streams-lane.js';
+export { GAP_TARGET, type ReliableMeta } from './backplane/streams/user-session.js';
+export type { ReliableClients, ReliableUserProxy } from './hub/reliable-clients.js';
 export {
   MemoryBackplane,
   type MemoryBackplaneOptions,

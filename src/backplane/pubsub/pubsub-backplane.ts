@@ -66,6 +66,8 @@ export class PubSubBackplane implements Backplane {
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #wasReady = false;
+  /** The subscriber is (or was last) ready: its next close loses the subscriptions, once per outage. */
+  #subscribed = false;
   #possibleGaps = 0;
   #failedSends = 0;
 
@@ -87,9 +89,12 @@ export class PubSubBackplane implements Backplane {
     this.#sub.on('ready', () => {
       if (this.#wasReady) this.#log.warn('subscriptions restored');
       this.#wasReady = true;
+      this.#subscribed = true;
     });
     this.#sub.on('close', () => {
-      if (!this.#wasReady || this.#closing) return;
+      // note: 'close' also fires on every failed reconnect attempt; only the first one loses anything.
+      if (!this.#subscribed || this.#closing) return;
+      this.#subscribed = false;
       this.#possibleGaps++;
       this.#log.warn('lost the Redis subscription: messages published until it is restored are missed');
     });
