@@ -4,6 +4,7 @@
  */
 export type ErrorCode =
   | 'ERR_CONFIG'
+  | 'ERR_INVALID_MESSAGE'
   | 'ERR_PROTOCOL'
   | 'ERR_HANDSHAKE'
   | 'ERR_MESSAGE_TOO_LARGE'

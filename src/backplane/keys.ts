@@ -54,6 +54,11 @@ export interface ReliableKeys {
   readonly instances: string;
   /** Stream of messages given up on (field r: the reason). */
   readonly deadLetters: string;
+  /**
+   * A random value the outbox worker sets once; when it is gone, Redis lost its memory and every relayed
+   * but unacked outbox row must be relayed again.
+   */
+  readonly epoch: string;
 }
 
 /** The consumer group every instance reads its own delivery stream with. */
@@ -79,5 +84,6 @@ export function reliableKeys(prefix: string, hub: string): ReliableKeys {
     instancePrefix,
     instances: `${base}:instances`,
     deadLetters: `${base}:dead`,
+    epoch: `${base}:epoch`,
   };
 }

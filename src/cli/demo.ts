@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { connectRedis, openRedis } from '../backplane/pubsub/redis-connection.js';
 import { DEMO_HUB_PATH } from '../example/demo-hub.js';
 import { onShutdown } from './serve.js';
+import { runMigrate } from './worker.js';
 
 /** The secret `relayhub demo` signs its tokens with; never use it in production. */
 export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me';
@@ -13,13 +14,15 @@ export interface DemoOptions {
   port: number;
   host: string;
   redisUrl: string;
+  databaseUrl: string;
   channelPrefix: string;
   jwtSecret?: string;
 }
 
 /**
- * `relayhub demo` (what `npm start` runs): checks that Redis is there, starts two `relayhub serve`
- * processes on the pubsub backplane (ports `port` and `port + 1`), and prints tokens to connect with.
+ * `relayhub demo` (what `npm start` runs): checks that Redis and Postgres are there, applies the
+ * migrations, starts two `relayhub serve` processes on the streams backplane (ports `port` and `port + 1`)
+ * and one `relayhub worker`, and prints tokens to connect with.
  */
 export async function runDemo(options: DemoOptions, logger: Logger): Promise<void> {
   const probe = openRedis({ redisUrl: options.redisUrl, connectTimeoutMs: 2_000 }, 'relayhub:demo:probe');
@@ -28,26 +31,37 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
   } finally {
     probe.disconnect();
   }
+  await runMigrate({ databaseUrl: options.databaseUrl });
   const secret = options.jwtSecret ?? DEMO_JWT_SECRET;
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   const ports = [options.port, options.port + 1];
-  const children: ChildProcess[] = ports.map((port, i) =>
-    spawn(process.execPath, [cli, 'serve'], {
+  const env = {
+    ...process.env,
+    REDIS_URL: options.redisUrl,
+    DATABASE_URL: options.databaseUrl,
+    CHANNEL_PREFIX: options.channelPrefix,
+    JWT_SECRET: secret,
+  };
+  const children: ChildProcess[] = [
+    ...ports.map((port, i) =>
+      spawn(process.execPath, [cli, 'serve'], {
+        stdio: 'inherit',
+        env: {
+          ...env,
+          PORT: String(port),
+          HOST: options.host,
+          BACKPLANE: 'streams',
+          INSTANCE_ID: `demo-hub-${i + 1}`,
+        },
+      }),
+    ),
+    spawn(process.execPath, [cli, 'worker'], {
       stdio: 'inherit',
-      env: {
-        ...process.env,
-        PORT: String(port),
-        HOST: options.host,
-        BACKPLANE: 'pubsub',
-        REDIS_URL: options.redisUrl,
-        CHANNEL_PREFIX: options.channelPrefix,
-        INSTANCE_ID: `demo-${i + 1}`,
-        JWT_SECRET: secret,
-      },
+      env: { ...env, INSTANCE_ID: 'demo-worker-1' },
     }),
-  );
+  ];
   const key = new TextEncoder().encode(secret);
-  const lines = ['', 'relayhub demo: two hub instances on the pubsub backplane', ''];
+  const lines = ['', 'relayhub demo: two hub instances (streams backplane) and an outbox worker', ''];
   for (const port of ports) lines.push(`  hub: http://localhost:${port}${DEMO_HUB_PATH}`);
   for (const user of ['alice', 'bob']) {
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(user).sign(key);

@@ -2,7 +2,9 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { RelayhubError } from '../errors.js';
+import { DEFAULT_DATABASE_URL } from '../worker/outbox-worker.js';
 import { runDemo } from './demo.js';
+import { runMigrate, runWorker } from './worker.js';
 import { serve } from './serve.js';
 
 const port = (value: string): number => {
@@ -31,7 +33,14 @@ function withCommonOptions(command: Command): Command {
     )
     .addOption(
       new Option('--jwt-secret <secret>', 'HS256 secret for bearer JWTs (sub = user id)').env('JWT_SECRET'),
-    );
+    )
+    .addOption(databaseUrlOption());
+}
+
+function databaseUrlOption(): Option {
+  return new Option('--database-url <url>', 'Postgres for the outbox')
+    .env('DATABASE_URL')
+    .default(DEFAULT_DATABASE_URL);
 }
 
 const program = new Command('relayhub')
@@ -51,6 +60,35 @@ program.addCommand(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
     )
     .action((options) => serve(options, logger())),
+);
+
+program.addCommand(
+  new Command('worker')
+    .description('relay committed outbox rows to the reliable lane and run the maintenance jobs')
+    .addOption(
+      new Option('--redis-url <url>', 'Redis of the hubs').env('REDIS_URL').default('redis://127.0.0.1:6379'),
+    )
+    .addOption(databaseUrlOption())
+    .addOption(
+      new Option('--channel-prefix <prefix>', 'prefix of every Redis key and channel')
+        .env('CHANNEL_PREFIX')
+        .default('relayhub'),
+    )
+    .addOption(
+      new Option('--hub <path>', 'the hub whose users the outbox messages are for').default('/hubs/demo'),
+    )
+    .addOption(
+      new Option('--instance-id <id>', 'stable id of this worker (default: random)').env('INSTANCE_ID'),
+    )
+    .option('--migrate', 'apply the migrations before starting', false)
+    .action((options) => runWorker(options, logger())),
+);
+
+program.addCommand(
+  new Command('migrate')
+    .description('apply the SQL migrations (idempotent; under an advisory lock)')
+    .addOption(databaseUrlOption())
+    .action((options) => runMigrate(options)),
 );
 
 program.addCommand(

@@ -11,6 +11,7 @@ import type {
 } from '../backplane.js';
 import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../keys.js';
 import { describe } from '../pubsub/redis-connection.js';
+import { sweepDeadInstances } from './dead-instances.js';
 import { DELIVERY_STREAM_MAX, laneScripts, sendReliable, unavailable } from './reliable-producer.js';
 import {
   type InboxEntry,
@@ -281,13 +282,8 @@ export class StreamsLane implements ReliableLane, SessionHost {
   }
 
   async #sweep(): Promise<void> {
-    const keys = this.#deps.keys;
-    for (const instance of await this.redis.smembers(keys.instances)) {
-      if (instance === this.#deps.instanceId || (await this.redis.exists(keys.alive(instance)))) continue;
-      this.log.info({ instance }, 'removing the delivery stream of a dead instance');
-      await this.redis.del(keys.deliveries(instance));
-      await this.redis.srem(keys.instances, instance);
-    }
+    const dead = await sweepDeadInstances(this.redis, this.#deps.keys, this.#deps.instanceId);
+    if (dead.length > 0) this.log.info({ dead }, 'removed the delivery streams of dead instances');
   }
 
   async metrics(): Promise<ReliableMetrics> {

@@ -1,0 +1,99 @@
+import type pg from 'pg';
+import { RelayhubError } from '../errors.js';
+import { outbox, partitionOf } from './schema.js';
+
+/** The channel the outbox worker LISTENs on: a wake-up hint, never the only way rows are found. */
+export const OUTBOX_CHANNEL = 'relayhub_outbox';
+
+/** Default time a message waits for its ack before it goes to the dead-letter queue: 24 h. */
+export const DEFAULT_OUTBOX_TTL_MS = 24 * 60 * 60 * 1000;
+
+export interface OutboxMessage {
+  userId: string;
+  /** The client method the user's clients will have invoked. */
+  target: string;
+  args: unknown[];
+  /**
+   * The message id the client sees, and an idempotency key: two rows with the same key reach the client
+   * once (within the lane's retention window).
+   * @default `outbox:<row id>`
+   */
+  key?: string;
+  /**
+   * How long the message may wait for the client's ack before it is dead-lettered.
+   * @default 24 h
+   */
+  ttlMs?: number;
+}
+
+/** A plain `pg` client (or pool client) inside `BEGIN … COMMIT`. */
+export interface PgQueryable {
+  query(text: string, values?: unknown[]): Promise<pg.QueryResult>;
+}
+
+/** A drizzle-orm (node-postgres) database or transaction. */
+export interface DrizzleLike {
+  insert(table: typeof outbox): {
+    values(row: typeof outbox.$inferInsert): {
+      returning(fields: { id: typeof outbox.id }): PromiseLike<{ id: bigint }[]>;
+    };
+  };
+  execute(query: string): PromiseLike<unknown>;
+}
+
+/** Rejects what the worker could never relay, so that the caller's transaction fails instead. */
+function validate(message: OutboxMessage): void {
+  const bad = (what: string) => new RelayhubError('ERR_INVALID_MESSAGE', `Outbox message ${what}.`);
+  if (typeof message.userId !== 'string' || !USER_ID.test(message.userId)) {
+    throw bad('has a userId that is not 1-256 characters without braces or whitespace');
+  }
+  if (typeof message.target !== 'string' || message.target.length === 0) throw bad('has no target');
+  if (!Array.isArray(message.args)) throw bad("has 'args' that is not an array");
+  if (message.ttlMs !== undefined && !(Number.isSafeInteger(message.ttlMs) && message.ttlMs > 0)) {
+    throw bad("has a 'ttlMs' that is not a positive integer");
+  }
+}
+
+/** User ids become Redis key parts inside a `{hashtag}`. */
+export const USER_ID = /^[^{}\s]{1,256}$/;
+
+/**
+ * Adds a reliable message to the outbox inside the caller's transaction (a drizzle transaction, or a `pg`
+ * client between BEGIN and COMMIT). Nothing is sent unless that transaction commits; once it does, the
+ * outbox worker relays it to the user's inbox and the user's clients get it **at least once**, in order
+ * per user, with a stable message id (`key`, or `outbox:<id>`), until they ack it or `ttlMs` passes.
+ * Throws `ERR_INVALID_MESSAGE` for a message that could never be delivered, and whatever Postgres
+ * throws (which aborts the caller's transaction).
+ */
+export async function enqueue(
+  tx: PgQueryable | DrizzleLike,
+  message: OutboxMessage,
+): Promise<{ id: string }> {
+  validate(message);
+  const expiresAt = new Date(Date.now() + (message.ttlMs ?? DEFAULT_OUTBOX_TTL_MS));
+  const partition = partitionOf(message.userId);
+  if ('insert' in tx && typeof tx.insert === 'function') {
+    const [row] = await tx
+      .insert(outbox)
+      .values({
+        userId: message.userId,
+        partition,
+        target: message.target,
+        args: message.args,
+        messageKey: message.key ?? null,
+        expiresAt,
+      })
+      .returning({ id: outbox.id });
+    // note: Postgres folds identical notifications of one transaction into one.
+    await tx.execute(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+    return { id: String(row?.id) };
+  }
+  const queryable = tx as PgQueryable;
+  const { rows } = await queryable.query(
+    `INSERT INTO relayhub_outbox (user_id, partition, target, args, message_key, expires_at)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id`,
+    [message.userId, partition, message.target, JSON.stringify(message.args), message.key ?? null, expiresAt],
+  );
+  await queryable.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+  return { id: String((rows[0] as { id: string }).id) };
+}

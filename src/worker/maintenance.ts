@@ -1,0 +1,200 @@
+import { type Job, Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { ReliableKeys } from '../backplane/keys.js';
+import { sweepDeadInstances } from '../backplane/streams/dead-instances.js';
+
+/** A message the outbox gave up on: still unacked when its TTL passed. */
+export interface OutboxDeadLetter {
+  outboxId: string;
+  userId: string;
+  target: string;
+  args: unknown[];
+  messageId: string;
+  reason: string;
+}
+
+/** The app's dead-letter handler (e.g. send an email instead); throwing makes BullMQ retry with backoff. */
+export type DeadLetterHandler = (letter: OutboxDeadLetter) => void | Promise<void>;
+
+export interface MaintenanceOptions {
+  /** How often acked rows are purged and expired ones dead-lettered. @default 10_000 */
+  purgeIntervalMs: number;
+  /** How often dead instances' routing and stale workers are swept. @default 15_000 */
+  sweepIntervalMs: number;
+  /** Attempts of the dead-letter handler per letter. @default 5 */
+  deadLetterAttempts: number;
+  /** First retry delay of the dead-letter handler (doubling). @default 1_000 */
+  deadLetterBackoffMs: number;
+}
+
+export const DEFAULT_MAINTENANCE_OPTIONS: Readonly<MaintenanceOptions> = Object.freeze({
+  purgeIntervalMs: 10_000,
+  sweepIntervalMs: 15_000,
+  deadLetterAttempts: 5,
+  deadLetterBackoffMs: 1_000,
+});
+
+interface MaintenanceDeps extends Partial<MaintenanceOptions> {
+  redisUrl: string;
+  prefix: string;
+  pool: pg.Pool;
+  /** Lane commands (for the dead-instance sweep). */
+  redis: Redis;
+  keys: ReliableKeys;
+  log: Logger;
+  onDeadLetter?: DeadLetterHandler;
+}
+
+const PURGE_BATCH = 1_000;
+
+/**
+ * The worker's scheduled maintenance on BullMQ (never the hot relay path): `purge` deletes acked rows and
+ * turns rows still unacked at their TTL into dead-letter jobs; `sweep` removes the routing of dead hub
+ * instances and forgets workers gone for an hour. Jobs are deduplicated by BullMQ's job schedulers, so
+ * several workers share one schedule.
+ */
+export class Maintenance {
+  readonly #deps: MaintenanceDeps;
+  readonly #options: MaintenanceOptions;
+  readonly #connection: Redis;
+  #queue: Queue | undefined;
+  #deadLetters: Queue | undefined;
+  #workers: Worker[] = [];
+  #closing: Promise<void> | undefined;
+
+  constructor(deps: MaintenanceDeps) {
+    this.#deps = deps;
+    this.#options = {
+      purgeIntervalMs: deps.purgeIntervalMs ?? DEFAULT_MAINTENANCE_OPTIONS.purgeIntervalMs,
+      sweepIntervalMs: deps.sweepIntervalMs ?? DEFAULT_MAINTENANCE_OPTIONS.sweepIntervalMs,
+      deadLetterAttempts: deps.deadLetterAttempts ?? DEFAULT_MAINTENANCE_OPTIONS.deadLetterAttempts,
+      deadLetterBackoffMs: deps.deadLetterBackoffMs ?? DEFAULT_MAINTENANCE_OPTIONS.deadLetterBackoffMs,
+    };
+    // note: BullMQ wants retries without limit on its connections; it is off the hot path.
+    this.#connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.#connection.on('error', (error: Error) => deps.log.debug({ err: error }, 'bullmq redis error'));
+  }
+
+  async start(): Promise<void> {
+    const prefix = `${this.#deps.prefix}:bull`;
+    const connection = this.#connection;
+    this.#queue = new Queue('relayhub-maintenance', { connection, prefix });
+    this.#deadLetters = new Queue('relayhub-dead-letters', {
+      connection,
+      prefix,
+      defaultJobOptions: {
+        attempts: this.#options.deadLetterAttempts,
+        backoff: { type: 'exponential', delay: this.#options.deadLetterBackoffMs },
+        removeOnComplete: 1_000,
+        removeOnFail: 10_000,
+      },
+    });
+    await this.#queue.upsertJobScheduler(
+      'purge',
+      { every: this.#options.purgeIntervalMs },
+      { name: 'purge' },
+    );
+    await this.#queue.upsertJobScheduler(
+      'sweep',
+      { every: this.#options.sweepIntervalMs },
+      { name: 'sweep' },
+    );
+    const log = this.#deps.log;
+    this.#workers = [
+      new Worker('relayhub-maintenance', (job) => this.#run(job), { connection, prefix, concurrency: 1 }),
+      new Worker(
+        'relayhub-dead-letters',
+        async (job: Job<OutboxDeadLetter>) => {
+          if (this.#deps.onDeadLetter) await this.#deps.onDeadLetter(job.data);
+          else log.warn({ letter: job.data }, 'message dead-lettered (no onDeadLetter handler configured)');
+        },
+        { connection, prefix, concurrency: 4 },
+      ),
+    ];
+    for (const worker of this.#workers) {
+      worker.on('failed', (job, error) => log.warn({ err: error, job: job?.name }, 'maintenance job failed'));
+      worker.on('error', (error) => log.debug({ err: error }, 'maintenance worker error'));
+    }
+  }
+
+  async #run(job: Job): Promise<unknown> {
+    return job.name === 'purge' ? this.purge() : this.sweep();
+  }
+
+  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL. */
+  async purge(): Promise<{ purged: number; deadLettered: number }> {
+    const pool = this.#deps.pool;
+    const purged = await pool.query(
+      `DELETE FROM relayhub_outbox WHERE id IN (
+         SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL LIMIT ${PURGE_BATCH})`,
+    );
+    const client = await pool.connect();
+    let deadLettered = 0;
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<{
+        id: string;
+        user_id: string;
+        target: string;
+        args: unknown[];
+        message_key: string | null;
+        fail_reason: string | null;
+      }>(
+        `SELECT id, user_id, target, args, message_key, fail_reason FROM relayhub_outbox
+         WHERE expires_at < now() AND acked_at IS NULL
+         ORDER BY id LIMIT ${PURGE_BATCH} FOR UPDATE SKIP LOCKED`,
+      );
+      if (rows.length > 0) {
+        await this.#deadLetters?.addBulk(
+          rows.map((row) => ({
+            name: 'dead-letter',
+            data: {
+              outboxId: row.id,
+              userId: row.user_id,
+              target: row.target,
+              args: row.args,
+              messageId: row.message_key ?? `outbox:${row.id}`,
+              reason: row.fail_reason ?? 'not acknowledged before its TTL',
+            } satisfies OutboxDeadLetter,
+            // note: a job id per row, so that a purge retried after a crash does not add it twice.
+            opts: { jobId: `outbox-${row.id}` },
+          })),
+        );
+        await client.query('DELETE FROM relayhub_outbox WHERE id = ANY($1::bigint[])', [
+          rows.map((r) => r.id),
+        ]);
+        deadLettered = rows.length;
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    return { purged: purged.rowCount ?? 0, deadLettered };
+  }
+
+  /** Removes dead hub instances' delivery streams and workers not seen for an hour. */
+  async sweep(): Promise<{ deadInstances: string[] }> {
+    const deadInstances = await sweepDeadInstances(this.#deps.redis, this.#deps.keys);
+    await this.#deps.pool.query(`DELETE FROM relayhub_workers WHERE seen_at < now() - interval '1 hour'`);
+    return { deadInstances };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const results = await Promise.allSettled([
+        ...this.#workers.map((w) => w.close()),
+        this.#queue?.close(),
+        this.#deadLetters?.close(),
+      ]);
+      this.#connection.disconnect();
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,66 @@
+import type pg from 'pg';
+import { fnv1a, PARTITIONS } from '../outbox/schema.js';
+
+// note: the first half of Postgres' two-int advisory lock key; the second is the partition number.
+const LOCK_CLASS = 0x7265_6c62;
+
+/**
+ * Which outbox partitions this worker owns. Ownership is a session-level advisory lock held on the
+ * worker's own connection, so it ends by itself when the worker dies or its connection is cut; workers
+ * announce themselves in `relayhub_workers` and each takes a fair share (⌈64 / live workers⌉).
+ */
+export class PartitionOwner {
+  readonly #owned = new Set<number>();
+
+  constructor(
+    private readonly workerId: string,
+    private readonly liveWindowMs: number,
+  ) {}
+
+  get owned(): number[] {
+    return [...this.#owned].sort((a, b) => a - b);
+  }
+
+  /** Forgets every partition (the connection that held the locks is gone). */
+  lost(): void {
+    this.#owned.clear();
+  }
+
+  /** Announces this worker, then takes free partitions up to its share or gives back what is above it. */
+  async rebalance(client: pg.ClientBase): Promise<void> {
+    await client.query(
+      `INSERT INTO relayhub_workers (id, seen_at) VALUES ($1, now())
+       ON CONFLICT (id) DO UPDATE SET seen_at = now()`,
+      [this.workerId],
+    );
+    const { rows } = await client.query<{ live: string }>(
+      `SELECT count(*) AS live FROM relayhub_workers WHERE seen_at > now() - make_interval(secs => $1)`,
+      [this.liveWindowMs / 1000],
+    );
+    const share = Math.ceil(PARTITIONS / Math.max(1, Number(rows[0]?.live ?? 1)));
+    for (const partition of this.owned.reverse()) {
+      if (this.#owned.size <= share) break;
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [LOCK_CLASS, partition]);
+      this.#owned.delete(partition);
+    }
+    // note: start at a worker-specific partition so that workers starting together do not collide.
+    const start = fnv1a(this.workerId) % PARTITIONS;
+    for (let i = 0; i < PARTITIONS && this.#owned.size < share; i++) {
+      const partition = (start + i) % PARTITIONS;
+      if (this.#owned.has(partition)) continue;
+      const { rows: got } = await client.query<{ locked: boolean }>(
+        'SELECT pg_try_advisory_lock($1, $2) AS locked',
+        [LOCK_CLASS, partition],
+      );
+      if (got[0]?.locked) this.#owned.add(partition);
+    }
+  }
+
+  /** Gives every partition back (graceful shutdown) and withdraws the worker. */
+  async release(client: pg.ClientBase): Promise<void> {
+    for (const partition of this.#owned)
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [LOCK_CLASS, partition]);
+    this.#owned.clear();
+    await client.query('DELETE FROM relayhub_workers WHERE id = $1', [this.workerId]);
+  }
+}
