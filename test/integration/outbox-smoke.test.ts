@@ -1,0 +1,71 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
+import { ordersApi } from '../../src/example/orders-api.js';
+import { jwtAuthenticator } from '../../src/hub/auth.js';
+import { OutboxWorker } from '../../src/worker/outbox-worker.js';
+import { buildClient, ClientPool } from '../helpers/client.js';
+import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
+import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+describe('outbox smoke', () => {
+  const clients = new ClientPool();
+  let server: TestServer | undefined;
+  let worker: OutboxWorker | undefined;
+  let schema: TestSchema | undefined;
+  afterEach(async () => {
+    await clients.stopAll();
+    await server?.close();
+    await worker?.close();
+    await schema?.drop();
+  });
+
+  it('delivers an order status committed through the example API and records the ack', async () => {
+    schema = await createTestSchema('smoke');
+    const channelPrefix = uniquePrefix('outbox');
+    server = await startServer({
+      backplane: new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix }),
+      authenticate: jwtAuthenticator({ secret: TEST_JWT_SECRET }),
+      fallback: ordersApi(schema.pool),
+    });
+    worker = new OutboxWorker({
+      databaseUrl: schema.databaseUrl,
+      redisUrl: REDIS_URL,
+      channelPrefix,
+      maintenance: false,
+    });
+    await worker.start();
+    const got: unknown[][] = [];
+    const alice = clients.add(buildClient(server.url(), { token: await signToken('alice') }));
+    alice.on('orderStatus', (...args: unknown[]) => {
+      got.push(args);
+      return true;
+    });
+    await alice.start();
+    const response = await fetch(`${server.baseUrl}/api/orders/42/status`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ userId: 'alice', status: 'shipped' }),
+    });
+    expect(response.status).toBe(200);
+    const { outboxId } = (await response.json()) as { outboxId: string };
+    await waitFor(() => got.length === 1);
+    expect(got[0]).toEqual([
+      { orderId: '42', status: 'shipped' },
+      { messageId: `outbox:${outboxId}`, offset: 1 },
+    ]);
+    await waitFor(async () => {
+      const { rows } = await schema!.pool.query('SELECT acked_at FROM relayhub_outbox WHERE id = $1', [
+        outboxId,
+      ]);
+      return rows[0]?.acked_at !== null;
+    });
+    const bad = await fetch(`${server.baseUrl}/api/orders/42/status`, {
+      method: 'POST',
+      body: JSON.stringify({ userId: 'alice', status: 'x', extra: 1 }),
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ error: 'Unknown field(s): extra.' });
+  });
+});
