@@ -53,3 +53,19 @@ export type {
 } from './hub/clients.js';
 export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
+export {
+  DEFAULT_OUTBOX_TTL_MS,
+  type DrizzleLike,
+  enqueue,
+  type OutboxMessage,
+  type PgQueryable,
+} from './outbox/enqueue.js';
+export { MIGRATIONS_DIR, migrate } from './outbox/migrate.js';
+export { outbox } from './outbox/schema.js';
+export {
+  DEFAULT_MAINTENANCE_OPTIONS,
+  type DeadLetterHandler,
+  type MaintenanceOptions,
+  type OutboxDeadLetter,
+} from './worker/maintenance.js';
+export { OutboxWorker, type OutboxWorkerOptions } from './worker/outbox-worker.js';
