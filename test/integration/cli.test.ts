@@ -1,0 +1,86 @@
+import { spawn } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildClient, ClientPool } from '../helpers/client.js';
+import { CLI_PATH, InstancePool } from '../helpers/process.js';
+import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { signToken } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** Runs the CLI to completion and returns its exit code and output. */
+function run(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...env } });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+describe('relayhub CLI', () => {
+  const instances = new InstancePool();
+  const clients = new ClientPool();
+  afterEach(async () => {
+    await clients.stopAll();
+    await instances.stopAll();
+  });
+
+  it('serve --backplane memory: SIGTERM sends every client a Close that allows reconnecting, then exits 0', async () => {
+    const instance = await instances.start({
+      redisUrl: REDIS_URL,
+      channelPrefix: uniquePrefix('cli'),
+      args: ['--backplane', 'memory'],
+    });
+    const client = clients.add(buildClient(instance.url(), { token: await signToken('alice') }));
+    let closeError: Error | undefined;
+    let closed = false;
+    client.onclose((error) => {
+      closed = true;
+      closeError = error;
+    });
+    await client.start();
+    // note: the official client reconnects after a Close only when it carried allowReconnect: true.
+    const reconnecting = clients.add(
+      buildClient(instance.url(), { token: await signToken('bob'), reconnectDelays: [60_000] }),
+    );
+    let reconnectError: Error | undefined;
+    reconnecting.onreconnecting((error) => {
+      reconnectError = error;
+    });
+    await reconnecting.start();
+    expect(await client.invoke('Echo', 'hi')).toBe('hi');
+    instance.kill('SIGTERM');
+    expect(await instance.exited).toEqual({ code: 0, signal: null });
+    await waitFor(() => closed && reconnectError !== undefined);
+    expect(closeError?.message).toMatch(/shutting down/);
+    expect(reconnectError?.message).toMatch(/shutting down/);
+  });
+
+  it('says in one line, with the command that starts it, when Redis is not reachable', async () => {
+    const { code, output } = await run([
+      'serve',
+      '--port',
+      '0',
+      '--backplane',
+      'pubsub',
+      '--redis-url',
+      'redis://127.0.0.1:1',
+    ]);
+    expect(code).toBe(2);
+    expect(output).toMatch(
+      /relayhub: Redis at redis:\/\/127\.0\.0\.1:1 is not reachable .*docker compose up -d redis/,
+    );
+  });
+
+  it('says so when Postgres is not reachable for migrate, and rejects bad flags with usage', async () => {
+    const migrate = await run(['migrate', '--database-url', 'postgres://postgres@127.0.0.1:1/test']);
+    expect(migrate.code).toBe(2);
+    expect(migrate.output).toMatch(/Postgres at .* is not reachable .*docker compose up -d postgres/);
+    const bad = await run(['serve', '--backplane', 'kafka']);
+    expect(bad.code).toBe(1);
+    expect(bad.output).toMatch(/Allowed choices are memory, pubsub, streams/);
+  });
+});
