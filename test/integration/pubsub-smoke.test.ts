@@ -16,7 +16,9 @@ describe('pubsub smoke', () => {
   it('broadcasts and joins groups across two instances', async () => {
     const channelPrefix = uniquePrefix('smoke');
     for (let i = 0; i < 2; i++) {
-      servers.push(await startServer({ backplane: new PubSubBackplane({ redisUrl: REDIS_URL, channelPrefix }) }));
+      servers.push(
+        await startServer({ backplane: new PubSubBackplane({ redisUrl: REDIS_URL, channelPrefix }) }),
+      );
     }
     const a = await clients.connect(servers[0]!.url());
     const b = await clients.connect(servers[1]!.url());
@@ -27,7 +29,10 @@ describe('pubsub smoke', () => {
     await a.invoke('SendToGroup', 'g', 'to-g');
     await waitFor(() => gotB.length === 2);
     expect(gotB[1]).toEqual([a.connectionId, 'to-g']);
-    const answer = await servers[0]!.server.hub('/hubs/demo').groups.add('nobody', 'g').catch((e) => e);
+    const answer = await servers[0]!.server
+      .hub('/hubs/demo')
+      .groups.add('nobody', 'g')
+      .catch((e) => e);
     expect(answer.code).toBe('ERR_CONNECTION_NOT_FOUND');
   });
 });
