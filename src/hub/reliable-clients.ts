@@ -12,9 +12,10 @@ export interface ReliableUserProxy {
    * Appends `target(...args)` to the user's inbox; the client receives it as an invocation whose last
    * argument is `{ messageId, offset }` and acknowledges it by returning from its handler.
    *
-   * Delivery: **at least once**, in order per user, to every connection of the user (the first answer
-   * acknowledges it), resumed from the last acknowledged offset wherever the user connects, across
-   * instance pauses and crashes. Resolves with the offset once Redis holds the message; rejects with
+   * Delivery: **at least once**, in order per user, resumed from the last acknowledged offset wherever the
+   * user connects, across instance pauses and crashes. Acks are per user: each instance holding the user
+   * sends it to the user's connections there, and the first answer from any connection acknowledges it
+   * (a connection that comes later starts after it). Resolves with the offset once Redis holds the message; rejects with
    * `ERR_BACKPLANE_UNAVAILABLE` when it does not (retry with a `key` via {@link ReliableClients.send}).
    * A handler error or a missing handler is a nack: redelivered with backoff, then dead-lettered.
    * Clients should drop duplicates by `messageId` (or by `offset`).

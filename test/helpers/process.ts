@@ -35,6 +35,8 @@ export interface InstanceOptions {
   args?: string[];
   /** How long to wait for the listening line. @default 15_000 */
   startTimeoutMs?: number;
+  /** `--database-url` (the Postgres of the orders API that `relayhub serve --backplane streams` mounts). */
+  databaseUrl?: string;
 }
 
 export interface ExitStatus {
@@ -103,6 +105,7 @@ function commonArgs(options: InstanceOptions): string[] {
     '--jwt-secret',
     options.jwtSecret ?? TEST_JWT_SECRET,
     ...(options.instanceId ? ['--instance-id', options.instanceId] : []),
+    ...(options.databaseUrl ? ['--database-url', options.databaseUrl] : []),
     ...(options.args ?? []),
   ];
 }
@@ -111,6 +114,7 @@ function spawnInstance(
   argv: string[],
   options: InstanceOptions,
   defaultPath: string,
+  ready: RegExp = LISTENING,
 ): Promise<InstanceProcess> {
   installExitHook();
   const startTimeoutMs = options.startTimeoutMs ?? 15_000;
@@ -177,7 +181,7 @@ function spawnInstance(
       reject(withOutput(`The instance did not print its listening line within ${startTimeoutMs} ms.`));
     }, startTimeoutMs);
     const onData = () => {
-      const match = LISTENING.exec(log);
+      const match = ready.exec(log);
       if (!match || settled) return;
       settled = true;
       cleanup();
@@ -220,6 +224,7 @@ function spawnInstance(
 /** Collects instance processes so that a test can stop all of them in afterEach/afterAll. */
 export class InstancePool {
   readonly #instances: InstanceProcess[] = [];
+  readonly #workers: WorkerProcess[] = [];
 
   async start(options: InstanceOptions): Promise<InstanceProcess> {
     return this.add(await startInstance(options));
@@ -229,6 +234,13 @@ export class InstancePool {
     return this.add(await startFixtureInstance(options));
   }
 
+  /** Starts a `relayhub worker` process (see {@link startWorkerProcess}); stopAll stops it too. */
+  async startWorker(options: WorkerProcessOptions): Promise<WorkerProcess> {
+    const worker = await startWorkerProcess(options);
+    this.#workers.push(worker);
+    return worker;
+  }
+
   add(instance: InstanceProcess): InstanceProcess {
     this.#instances.push(instance);
     return instance;
@@ -236,6 +248,68 @@ export class InstancePool {
 
   /** Stops every instance (SIGTERM, then SIGKILL after a bound). */
   async stopAll(): Promise<void> {
-    await Promise.allSettled(this.#instances.splice(0).map((i) => i.stop()));
+    await Promise.allSettled([...this.#instances.splice(0), ...this.#workers.splice(0)].map((i) => i.stop()));
   }
+}
+
+const WORKER_STARTED = /relayhub worker (\S+) started/;
+
+export interface WorkerProcessOptions {
+  redisUrl: string;
+  channelPrefix: string;
+  /** The outbox's Postgres (a test schema's `databaseUrl`). */
+  databaseUrl: string;
+  /** `--hub`. @default '/hubs/demo' */
+  hub?: string;
+  /** `--instance-id`, the worker id. @default a random id chosen by the worker */
+  instanceId?: string;
+  /** `--migrate`. @default false */
+  migrate?: boolean;
+  /** Extra environment variables (LOG_LEVEL defaults to `warn`). */
+  env?: Record<string, string>;
+  /** Extra command-line arguments. */
+  args?: string[];
+  /** How long to wait for the started line. @default 15_000 */
+  startTimeoutMs?: number;
+}
+
+/** A `relayhub worker` process: an {@link InstanceProcess} without port, with the id it printed. */
+export interface WorkerProcess extends Omit<InstanceProcess, 'port' | 'url'> {
+  readonly workerId: string;
+}
+
+/**
+ * `relayhub worker` (the outbox worker) as a separate process; resolves once it printed
+ * `relayhub worker <id> started` (it has connected to Postgres and Redis and begun relaying).
+ */
+export async function startWorkerProcess(options: WorkerProcessOptions): Promise<WorkerProcess> {
+  requireDist(CLI_PATH);
+  const argv = [
+    CLI_PATH,
+    'worker',
+    '--redis-url',
+    options.redisUrl,
+    '--database-url',
+    options.databaseUrl,
+    '--channel-prefix',
+    options.channelPrefix,
+    '--hub',
+    options.hub ?? '/hubs/demo',
+    ...(options.instanceId ? ['--instance-id', options.instanceId] : []),
+    ...(options.migrate ? ['--migrate'] : []),
+    ...(options.args ?? []),
+  ];
+  const child = await spawnInstance(argv, options, '', WORKER_STARTED);
+  const workerId = WORKER_STARTED.exec(child.output())?.[1] ?? '';
+  return {
+    pid: child.pid,
+    workerId,
+    kill: child.kill,
+    stop: child.stop,
+    exited: child.exited,
+    get hasExited() {
+      return child.hasExited;
+    },
+    output: child.output,
+  };
 }

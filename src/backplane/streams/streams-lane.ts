@@ -89,6 +89,8 @@ export class StreamsLane implements ReliableLane, SessionHost {
   readonly #deps: StreamsLaneDeps;
   readonly #scripts: ReturnType<typeof laneScripts>;
   readonly #sessions = new Map<string, UserSession>();
+  /** Users whose presence could not be registered: messages sent to them are not routed here yet. */
+  readonly #unannounced = new Set<string>();
   readonly #stop = new AbortController();
   #heartbeat: NodeJS.Timeout | undefined;
   #lastBeat = 0;
@@ -131,12 +133,14 @@ export class StreamsLane implements ReliableLane, SessionHost {
       // the replay, and the session's offset drops the second copy.
       await this.redis.sadd(this.#deps.keys.user(userId).presence, this.#deps.instanceId);
     } catch (error) {
+      this.#unannounced.add(userId);
       this.log.warn({ err: error, userId }, 'could not register presence; the heartbeat will retry');
     }
     void session.wake();
   }
 
   userLeft(userId: string): void {
+    this.#unannounced.delete(userId);
     this.#sessions.get(userId)?.close();
     this.#sessions.delete(userId);
     this.redis
@@ -199,8 +203,9 @@ export class StreamsLane implements ReliableLane, SessionHost {
 
   async #readLoop(): Promise<void> {
     const signal = this.#stop.signal;
-    // note: first this consumer's own pending entries (read before a crash or pause), then new ones.
-    let cursor: '0' | '>' = '0';
+    // note: first this consumer's own pending entries (read before a crash or pause), page by page from an
+    // id, then new ones ('>').
+    let cursor = '0';
     let failures = 0;
     while (!signal.aborted) {
       try {
@@ -211,24 +216,26 @@ export class StreamsLane implements ReliableLane, SessionHost {
           'COUNT',
           READ_COUNT,
           'BLOCK',
-          cursor === '0' ? 1 : this.options.blockMs,
+          cursor === '>' ? this.options.blockMs : 1,
           'STREAMS',
           this.#deliveries,
           cursor,
         )) as [string, [string, string[]][]][] | null;
         failures = 0;
         const entries = reply?.[0]?.[1] ?? [];
-        if (cursor === '0') cursor = '>';
+        if (cursor !== '>') cursor = entries.length < READ_COUNT ? '>' : (entries.at(-1)?.[0] ?? '>');
         this.#dispatch(entries);
       } catch (error) {
         if (signal.aborted) return;
         failures++;
+        // note: a read whose answer was lost with the connection left its entries pending for this
+        // consumer, and '>' never returns them again: read the pending ones first.
+        cursor = '0';
         if (describe(error).includes('NOGROUP')) {
           // note: the stream is gone (Redis lost its memory, or this instance was taken for dead while
           // paused): recreate it and replay every local user's inbox from its acked offset.
           this.log.warn('delivery stream missing; recreating it and replaying local users');
           await this.#ensureGroup().catch(() => undefined);
-          cursor = '0';
           this.#wakeAll();
         } else {
           this.log.warn({ err: error }, 'reading the delivery stream failed');
@@ -242,7 +249,8 @@ export class StreamsLane implements ReliableLane, SessionHost {
   #dispatch(entries: [string, string[]][]): void {
     const byUser = new Map<string, string[]>();
     for (const [id, fields] of entries) {
-      const user = fields[fields.indexOf('u') + 1] ?? '';
+      // note: a pending entry trimmed from the stream comes back without fields: just acknowledge it.
+      const user = (fields ? fields[fields.indexOf('u') + 1] : undefined) ?? '';
       const ids = byUser.get(user);
       if (ids) ids.push(id);
       else byUser.set(user, [id]);
@@ -268,13 +276,20 @@ export class StreamsLane implements ReliableLane, SessionHost {
     const away = this.#lastBeat !== 0 && now - this.#lastBeat > this.options.instanceTimeoutMs;
     try {
       const pipeline = this.redis.pipeline();
+      pipeline.exists(keys.alive(id));
       pipeline.set(keys.alive(id), String(now), 'PX', this.options.instanceTimeoutMs);
       pipeline.sadd(keys.instances, id);
       for (const user of this.#sessions.keys()) pipeline.sadd(keys.user(user).presence, id);
-      await pipeline.exec();
+      const results = await pipeline.exec();
+      // note: while the alive key was gone (it expired, or Redis lost its memory), senders skipped this
+      // instance and dropped it from its users' presence: their messages wait in the inboxes unannounced.
+      const wasGone = this.#lastBeat !== 0 && results?.[0]?.[1] === 0;
       this.#lastBeat = now;
       // note: after a pause longer than the instance timeout, senders stopped routing here: catch up.
-      if (away) this.#wakeAll();
+      if (away || wasGone) this.#wakeAll();
+      // note: the heartbeat registered them just now; what was sent before it was not routed here.
+      for (const user of this.#unannounced) void this.#sessions.get(user)?.wake();
+      this.#unannounced.clear();
       await this.#sweep();
     } catch (error) {
       this.log.warn({ err: error }, 'reliable lane heartbeat failed');

@@ -124,7 +124,8 @@ export class UserSession {
         position = await this.#acked();
         continue;
       }
-      await this.host.ack(this.keys, entry.offset, entry.streamId);
+      // note: a dead letter has already been acknowledged by deadLetter() (counted once, one round trip).
+      if (done !== 'dead') await this.host.ack(this.keys, entry.offset, entry.streamId);
       position = { offset: entry.offset, streamId: entry.streamId };
     }
   }
