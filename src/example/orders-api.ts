@@ -35,7 +35,7 @@ async function handle(pool: pg.Pool, req: IncomingMessage, res: ServerResponse):
     return send(res, 405, { error: 'Use POST.' });
   }
   const orderId = decodeURIComponent(match[1] as string);
-  const { userId, status } = parseBody(await readBody(req));
+  const { userId, status } = parseBody(await readBody(req, res));
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
@@ -75,15 +75,18 @@ function parseBody(text: string): { userId: string; status: string } {
   return { userId, status };
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+function readBody(req: IncomingMessage, res: ServerResponse): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        // note: not req.destroy(), which cut the socket before the 400 was written; stop collecting and
+        // close the connection once the answer is out.
+        req.removeAllListeners('data');
+        res.setHeader('Connection', 'close');
         reject(new BadRequest(`The body is larger than ${MAX_BODY_BYTES} bytes.`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);

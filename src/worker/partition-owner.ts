@@ -1,8 +1,18 @@
 import type pg from 'pg';
 import { fnv1a, PARTITIONS } from '../outbox/schema.js';
 
-// note: the first half of Postgres' two-int advisory lock key; the second is the partition number.
+// note: mixed into the first half of the two-int advisory lock key; the second is the partition number.
 const LOCK_CLASS = 0x7265_6c62;
+
+/**
+ * The first half of the lock keys of this outbox's partitions: the relayhub tag mixed with the outbox
+ * table's oid, because advisory locks are per database, and outboxes in two schemas of one database must not
+ * take each other's partitions.
+ */
+async function lockClassOf(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ oid: string }>(`SELECT 'relayhub_outbox'::regclass::oid AS oid`);
+  return fnv1a(`${LOCK_CLASS}:${rows[0]?.oid}`) | 0;
+}
 
 /**
  * Which outbox partitions this worker owns. Ownership is a session-level advisory lock held on the
@@ -11,6 +21,7 @@ const LOCK_CLASS = 0x7265_6c62;
  */
 export class PartitionOwner {
   readonly #owned = new Set<number>();
+  #lockClass: number | undefined;
 
   constructor(
     private readonly workerId: string,
@@ -38,9 +49,10 @@ export class PartitionOwner {
       [this.liveWindowMs / 1000],
     );
     const share = Math.ceil(PARTITIONS / Math.max(1, Number(rows[0]?.live ?? 1)));
+    const lockClass = (this.#lockClass ??= await lockClassOf(client));
     for (const partition of this.owned.reverse()) {
       if (this.#owned.size <= share) break;
-      await client.query('SELECT pg_advisory_unlock($1, $2)', [LOCK_CLASS, partition]);
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [lockClass, partition]);
       this.#owned.delete(partition);
     }
     // note: start at a worker-specific partition so that workers starting together do not collide.
@@ -50,7 +62,7 @@ export class PartitionOwner {
       if (this.#owned.has(partition)) continue;
       const { rows: got } = await client.query<{ locked: boolean }>(
         'SELECT pg_try_advisory_lock($1, $2) AS locked',
-        [LOCK_CLASS, partition],
+        [lockClass, partition],
       );
       if (got[0]?.locked) this.#owned.add(partition);
     }
@@ -59,7 +71,7 @@ export class PartitionOwner {
   /** Gives every partition back (graceful shutdown) and withdraws the worker. */
   async release(client: pg.ClientBase): Promise<void> {
     for (const partition of this.#owned)
-      await client.query('SELECT pg_advisory_unlock($1, $2)', [LOCK_CLASS, partition]);
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [this.#lockClass, partition]);
     this.#owned.clear();
     await client.query('DELETE FROM relayhub_workers WHERE id = $1', [this.workerId]);
   }

@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import { RelayhubError } from '../../src/errors.js';
+import {
+  DEFAULT_OUTBOX_TTL_MS,
+  enqueue,
+  OUTBOX_CHANNEL,
+  type OutboxMessage,
+  type PgQueryable,
+} from '../../src/outbox/enqueue.js';
+import { fnv1a, PARTITIONS, partitionOf } from '../../src/outbox/schema.js';
+
+/** A `pg` client stand-in that records its queries and answers the INSERT with id 7. */
+function fakeClient(): PgQueryable & { calls: { text: string; values?: unknown[] }[] } {
+  const calls: { text: string; values?: unknown[] }[] = [];
+  return {
+    calls,
+    query: async (text: string, values?: unknown[]) => {
+      calls.push({ text, ...(values ? { values } : {}) });
+      return { rows: text.includes('INSERT') ? [{ id: '7' }] : [], rowCount: 1 } as never;
+    },
+  };
+}
+
+async function rejection(message: unknown): Promise<RelayhubError> {
+  const client = fakeClient();
+  const error = await enqueue(client, message as OutboxMessage).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(RelayhubError);
+  // nothing reached the database: the caller's transaction is not touched by a message refused up front
+  expect(client.calls).toEqual([]);
+  return error as RelayhubError;
+}
+
+const valid: OutboxMessage = { userId: 'alice', target: 'orderStatus', args: [{ orderId: '1' }] };
+
+describe('enqueue: validation (ERR_INVALID_MESSAGE before any query)', () => {
+  it.each([
+    ['empty', ''],
+    ['with braces', 'a{b}'],
+    ['with an opening brace', 'a{'],
+    ['with a space', 'a b'],
+    ['with a newline', 'a\nb'],
+    ['with a tab', '\tb'],
+    ['257 characters', 'u'.repeat(257)],
+    ['a number', 42],
+    ['missing', undefined],
+    ['null', null],
+  ])('refuses a userId %s', async (_name, userId) => {
+    const error = await rejection({ ...valid, userId });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe(
+      'Outbox message has a userId that is not 1-256 characters without braces or whitespace.',
+    );
+  });
+
+  it.each([
+    ['empty', ''],
+    ['a number', 1],
+    ['missing', undefined],
+  ])('refuses a target %s', async (_name, target) => {
+    const error = await rejection({ ...valid, target });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe('Outbox message has no target.');
+  });
+
+  it.each([
+    ['an object', { a: 1 }],
+    ['a string', '[1]'],
+    ['null', null],
+    ['missing', undefined],
+  ])('refuses args that are %s', async (_name, args) => {
+    const error = await rejection({ ...valid, args });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe("Outbox message has 'args' that is not an array.");
+  });
+
+  it.each([0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53])('refuses ttlMs %s', async (ttlMs) => {
+    const error = await rejection({ ...valid, ttlMs });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe("Outbox message has a 'ttlMs' that is not a positive integer.");
+  });
+
+  it('accepts a 256-character user id with any non-space, non-brace characters', async () => {
+    const client = fakeClient();
+    await expect(enqueue(client, { ...valid, userId: 'ü:/#|'.padEnd(256, 'x') })).resolves.toEqual({
+      id: '7',
+    });
+  });
+});
+
+describe('enqueue: with a pg client', () => {
+  it('inserts the row with its partition, JSON args, key and expiry, then notifies the worker', async () => {
+    const client = fakeClient();
+    const before = Date.now();
+    const result = await enqueue(client, { ...valid, key: 'order-1-shipped', ttlMs: 60_000 });
+    expect(result).toEqual({ id: '7' });
+    expect(client.calls).toHaveLength(2);
+    const [insert, notify] = client.calls;
+    expect(insert?.text).toMatch(
+      /^INSERT INTO relayhub_outbox \(user_id, partition, target, args, message_key/,
+    );
+    const values = insert?.values ?? [];
+    expect(values.slice(0, 5)).toEqual([
+      'alice',
+      partitionOf('alice'),
+      'orderStatus',
+      '[{"orderId":"1"}]',
+      'order-1-shipped',
+    ]);
+    const expiresAt = (values[5] as Date).getTime();
+    expect(expiresAt).toBeGreaterThanOrEqual(before + 60_000);
+    expect(expiresAt).toBeLessThanOrEqual(Date.now() + 60_000);
+    expect(notify?.text).toBe(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+  });
+
+  it('defaults to no key (the worker then uses outbox:<id>) and a 24 h TTL', async () => {
+    const client = fakeClient();
+    const before = Date.now();
+    await enqueue(client, valid);
+    const values = client.calls[0]?.values ?? [];
+    expect(values[4]).toBeNull();
+    expect((values[5] as Date).getTime()).toBeGreaterThanOrEqual(before + DEFAULT_OUTBOX_TTL_MS);
+    expect(DEFAULT_OUTBOX_TTL_MS).toBe(24 * 60 * 60 * 1000);
+  });
+
+  it('lets a database error through (it aborts the caller’s transaction)', async () => {
+    const failing: PgQueryable = {
+      query: async () => {
+        throw new Error('current transaction is aborted');
+      },
+    };
+    await expect(enqueue(failing, valid)).rejects.toThrow('current transaction is aborted');
+  });
+});
+
+describe('partitionOf / fnv1a', () => {
+  it('is 32-bit FNV-1a', () => {
+    expect(fnv1a('')).toBe(0x811c9dc5);
+    expect(fnv1a('a')).toBe(0xe40c292c);
+    expect(fnv1a('foobar')).toBe(0xbf9cf968);
+  });
+
+  it('maps every user to one of 64 partitions, stably, and spreads users across them', () => {
+    expect(PARTITIONS).toBe(64);
+    const counts = new Array<number>(PARTITIONS).fill(0);
+    for (let i = 0; i < 6_400; i++) {
+      const p = partitionOf(`user-${i}`);
+      expect(p).toBe(partitionOf(`user-${i}`));
+      expect(Number.isInteger(p) && p >= 0 && p < PARTITIONS).toBe(true);
+      counts[p] = (counts[p] ?? 0) + 1;
+    }
+    // every partition gets some users, none gets more than three times its fair share
+    expect(Math.min(...counts)).toBeGreaterThan(0);
+    expect(Math.max(...counts)).toBeLessThan(300);
+  });
+});
