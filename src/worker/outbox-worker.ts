@@ -35,6 +35,10 @@ export interface OutboxWorkerOptions {
   batchSize?: number;
   /** Polling interval when no NOTIFY wakes the worker. @default 1_000 */
   pollIntervalMs?: number;
+  /** Polling interval for `hotForMs` after a pass that found rows (producers skip NOTIFYs in bursts). @default 20 */
+  hotPollIntervalMs?: number;
+  /** How long the worker polls at `hotPollIntervalMs` after it last found rows. @default 1_000 */
+  hotForMs?: number;
   /** How often acks are read back from Redis and recorded on the rows. @default 1_000 */
   ackSyncIntervalMs?: number;
   /** How often the worker re-announces itself and rebalances partitions. @default 2_000 */
@@ -88,6 +92,7 @@ export class OutboxWorker {
   #epoch: string | undefined;
   #lastRebalance = 0;
   #lastAckSync = 0;
+  #lastRowsAt = 0;
   #wake: (() => void) | undefined;
   #woken = false;
   #running: Promise<void> | undefined;
@@ -103,6 +108,8 @@ export class OutboxWorker {
       hub: options.hub ?? '/hubs/demo',
       batchSize: options.batchSize ?? 200,
       pollIntervalMs: options.pollIntervalMs ?? 1_000,
+      hotPollIntervalMs: options.hotPollIntervalMs ?? 20,
+      hotForMs: options.hotForMs ?? 1_000,
       ackSyncIntervalMs: options.ackSyncIntervalMs ?? 1_000,
       rebalanceIntervalMs: options.rebalanceIntervalMs ?? 2_000,
       liveWindowMs: options.liveWindowMs ?? 10_000,
@@ -224,6 +231,7 @@ export class OutboxWorker {
           this.#lastAckSync = Date.now();
         }
         failures = 0;
+        if (claimed > 0) this.#lastRowsAt = Date.now();
         if (claimed < this.#o.batchSize) await this.#idle();
       } catch (error) {
         if (this.#stop.signal.aborted) break;
@@ -242,7 +250,9 @@ export class OutboxWorker {
       return Promise.resolve();
     }
     const untilAckSync = this.#o.ackSyncIntervalMs - (Date.now() - this.#lastAckSync);
-    return this.#sleep(Math.max(0, Math.min(this.#o.pollIntervalMs, untilAckSync)));
+    const hot = Date.now() - this.#lastRowsAt < this.#o.hotForMs;
+    const poll = hot ? this.#o.hotPollIntervalMs : this.#o.pollIntervalMs;
+    return this.#sleep(Math.max(0, Math.min(poll, untilAckSync)));
   }
 
   #sleep(ms: number): Promise<void> {

@@ -3,6 +3,7 @@ import { RelayhubError } from '../../src/errors.js';
 import {
   DEFAULT_OUTBOX_TTL_MS,
   enqueue,
+  NOTIFY_THROTTLE_MS,
   OUTBOX_CHANNEL,
   type OutboxMessage,
   type PgQueryable,
@@ -92,6 +93,8 @@ describe('enqueue: validation (ERR_INVALID_MESSAGE before any query)', () => {
 
 describe('enqueue: with a pg client', () => {
   it('inserts the row with its partition, JSON args, key and expiry, then notifies the worker', async () => {
+    // note: past any earlier test's notification, so that this one is not throttled.
+    await new Promise((resolve) => setTimeout(resolve, NOTIFY_THROTTLE_MS + 1));
     const client = fakeClient();
     const before = Date.now();
     const result = await enqueue(client, { ...valid, key: 'order-1-shipped', ttlMs: 60_000 });
@@ -113,6 +116,20 @@ describe('enqueue: with a pg client', () => {
     expect(expiresAt).toBeGreaterThanOrEqual(before + 60_000);
     expect(expiresAt).toBeLessThanOrEqual(Date.now() + 60_000);
     expect(notify?.text).toBe(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+  });
+
+  it('notifies at most once per NOTIFY_THROTTLE_MS in a process, and again after it', async () => {
+    await new Promise((resolve) => setTimeout(resolve, NOTIFY_THROTTLE_MS + 1));
+    const first = fakeClient();
+    const second = fakeClient();
+    await enqueue(first, valid);
+    await enqueue(second, valid);
+    expect(first.calls.map((c) => c.text)).toContain(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+    expect(second.calls).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, NOTIFY_THROTTLE_MS + 1));
+    const third = fakeClient();
+    await enqueue(third, valid);
+    expect(third.calls[1]?.text).toBe(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
   });
 
   it('defaults to no key (the worker then uses outbox:<id>) and a 24 h TTL', async () => {
