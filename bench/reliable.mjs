@@ -1,0 +1,325 @@
+// Reliable-lane benchmark (`node bench/reliable.mjs`, after `npm run build`): end to end, a producer's
+// send to the client's ack, through 2 `relayhub serve --backplane streams` processes, against the raw
+// ioredis ceiling XADD -> XREADGROUP -> XACK on the same Redis, with the same message count and window.
+// See bench/RELIABLE.md for what is measured and the knobs.
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { DEMO_HUB_PATH, ReliableProducer } from '../dist/index.js';
+import {
+  assertLoopback,
+  cleanup,
+  clockOffset,
+  commandStats,
+  cpuSampler,
+  deletePrefix,
+  deletePrefixSync,
+  diffStats,
+  envNumber,
+  fmt,
+  forkClients,
+  installExitHandlers,
+  ms,
+  onCleanup,
+  printWarnings,
+  redisClient,
+  redisPid,
+  runPhase,
+  startHub,
+  table,
+  ticksPerSecond,
+  waitForQuiet,
+} from './reliable-lib.mjs';
+
+const config = {
+  users: Math.round(envNumber('BENCH_RELIABLE_USERS', 100)),
+  messages: Math.round(envNumber('BENCH_RELIABLE_MESSAGES', 20_000)),
+  window: Math.round(envNumber('BENCH_RELIABLE_WINDOW', 1_000)),
+  warmup: Math.round(envNumber('BENCH_RELIABLE_WARMUP', 2_000)),
+  lightWindow: Math.round(envNumber('BENCH_RELIABLE_LIGHT_WINDOW', 10)),
+  lightMessages: Math.round(envNumber('BENCH_RELIABLE_LIGHT_MESSAGES', 2_000)),
+  quietWaitMs: envNumber('BENCH_QUIET_WAIT_MS', 3_000),
+  startQuietMs: envNumber('BENCH_START_QUIET_MS', 15_000),
+  maxMs: envNumber('BENCH_MAX_MS', 115_000),
+};
+const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+assertLoopback('BENCH_REDIS_URL', redisUrl);
+assertLoopback('BENCH_DATABASE_URL', databaseUrl);
+
+installExitHandlers(config.maxMs);
+
+const tag = randomBytes(4).toString('hex');
+const prefix = `bench-rl-${tag}`;
+const secret = randomBytes(24).toString('hex');
+const userPrefix = 'u';
+const user = (i) => `${userPrefix}${i % config.users}`;
+const hz = ticksPerSecond();
+
+onCleanup(
+  () => deletePrefix(redisUrl, prefix),
+  () => deletePrefixSync(redisUrl, prefix),
+);
+
+console.log(
+  `reliable-lane benchmark: ${config.users} users (one client each), ${fmt(config.messages)} messages ` +
+    `(+${fmt(config.warmup)} warm-up) per system, window ${fmt(config.window)} in flight; ` +
+    `node ${process.version}, ${availableParallelism()} cores`,
+);
+
+// note: the machine may be shared (tests, other benchmarks): wait a little for it to calm down first.
+const atStart = await waitForQuiet(hz, config.startQuietMs);
+console.log(
+  `  machine ${atStart.busy}% busy at start (waited ${atStart.waited.toFixed(1)} s; 100 = one core of ` +
+    `${availableParallelism()})`,
+);
+
+const admin = redisClient(redisUrl);
+const results = {};
+try {
+  const [hub1, hub2] = await Promise.all(
+    [1, 2].map((n) =>
+      startHub({ name: `hub-${n}`, redisUrl, prefix, secret, instanceId: `${prefix}-hub-${n}`, databaseUrl }),
+    ),
+  );
+  const clients = forkClients();
+  const connected = await clients.request(
+    {
+      type: 'connect',
+      servers: [hub1, hub2].map((h) => `http://127.0.0.1:${h.port}`),
+      hubPath: DEMO_HUB_PATH,
+      users: config.users,
+      secret,
+      userPrefix,
+    },
+    'connected',
+  );
+  if (connected.error) throw new Error(connected.error);
+  const clock = await clockOffset(clients);
+  console.log(
+    `  ${config.users} clients connected in ${Math.round(connected.ms)} ms (alternating between the 2 hubs); ` +
+      `load generator clock offset ${clock.offset.toFixed(3)} ms (IPC round trip ${clock.rtt.toFixed(3)} ms)`,
+  );
+  const pids = {
+    'hub-1': hub1.pid,
+    'hub-2': hub2.pid,
+    clients: clients.child.pid,
+    bench: process.pid,
+    redis: await redisPid(admin),
+  };
+
+  /**
+   * Warm-up; then the saturation phase (`messages`, window `window`), with CPU and Redis command counts;
+   * then the light phase (`lightMessages`, window `lightWindow`: next to no queueing, the latency of one
+   * message through an idle path).
+   */
+  const measure = async (name, sendOne, firstPhase) => {
+    const warm = await runPhase(clients, {
+      phase: firstPhase,
+      count: config.warmup,
+      window: config.window,
+      sendOne,
+      offset: clock.offset,
+    });
+    const { busy, waited } = await waitForQuiet(hz, config.quietWaitMs);
+    console.log(
+      `  ${name}: warm-up ${fmt(warm.received)}/${fmt(config.warmup)} acked; machine ${busy}% busy before ` +
+        `the measured phases (waited ${waited.toFixed(1)} s${busy > 30 ? ': figures distorted' : ''})`,
+    );
+    const statsBefore = await commandStats(admin);
+    const cpu = cpuSampler(pids, hz);
+    const result = await runPhase(clients, {
+      phase: firstPhase + 1,
+      count: config.messages,
+      window: config.window,
+      sendOne,
+      offset: clock.offset,
+    });
+    result.cpu = cpu();
+    result.commands = diffStats(statsBefore, await commandStats(admin));
+    result.busyBefore = busy;
+    const lightStats = await commandStats(admin);
+    const lightCpu = cpuSampler(pids, hz);
+    result.light = await runPhase(clients, {
+      phase: firstPhase + 2,
+      count: config.lightMessages,
+      window: config.lightWindow,
+      sendOne,
+      offset: clock.offset,
+    });
+    result.light.cpu = lightCpu();
+    result.light.commands = diffStats(lightStats, await commandStats(admin));
+    const line = (r, count, window) =>
+      `window ${fmt(window)}: ${fmt(r.received)}/${fmt(count)} acked in ${r.seconds.toFixed(2)} s, ` +
+      `${fmt(r.perSecond)}/s, p50 ${ms(r.p50)}, p99 ${ms(r.p99)}, max ${ms(r.max)}, ${r.duplicates} ` +
+      `duplicates, ${r.errors} send errors${r.firstError ? ` (${r.firstError})` : ''}`;
+    console.log(`  ${name}: ${line(result, config.messages, config.window)}`);
+    console.log(`  ${name}: ${line(result.light, config.lightMessages, config.lightWindow)}`);
+    return result;
+  };
+
+  // ---- relayhub: ReliableProducer -> SEND script -> delivery stream -> hub -> client -> Completion ----
+  const producer = new ReliableProducer({ redisUrl, channelPrefix: prefix, hub: DEMO_HUB_PATH });
+  try {
+    results.relayhub = await measure(
+      'relayhub',
+      (i, meta) => producer.send({ userId: user(i), target: 'bench', args: [meta] }),
+      1,
+    );
+  } finally {
+    await producer.close();
+  }
+  // note: every ack the clients sent must have reached Redis (the acked offsets of the users).
+  const ackedKeys = Array.from(
+    { length: config.users },
+    (_, i) => `${prefix}:${DEMO_HUB_PATH}:rl:{u:${user(i)}}:acked`,
+  );
+  const seqKeys = ackedKeys.map((k) => k.replace(/:acked$/, ':seq'));
+  const [acked, seqs] = await Promise.all([admin.mget(...ackedKeys), admin.mget(...seqKeys)]);
+  const sum = (values) => values.reduce((total, v) => total + Number(String(v ?? '0').split(' ')[0]), 0);
+  results.relayhub.serverAcked = sum(acked);
+  results.relayhub.serverSent = sum(seqs);
+  console.log(
+    `  relayhub: Redis holds ${fmt(results.relayhub.serverSent)} sent and ${fmt(results.relayhub.serverAcked)} ` +
+      `acked offsets over the users (warm-up included)`,
+  );
+
+  // ---- raw ceiling: XADD (one stream per user) -> XREADGROUP BLOCK (one reader, all streams) -> XACK ----
+  const streams = Array.from({ length: config.users }, (_, i) => `${prefix}:raw:{u:${user(i)}}`);
+  const setup = admin.pipeline();
+  for (const stream of streams) setup.xgroup('CREATE', stream, 'bench', '$', 'MKSTREAM');
+  await setup.exec();
+  const started = await clients.request(
+    { type: 'raw-start', redisUrl, streams, group: 'bench', count: 100 },
+    'raw-started',
+  );
+  if (started.error) throw new Error(started.error);
+  const rawProducer = redisClient(redisUrl);
+  try {
+    results.raw = await measure(
+      'raw ioredis',
+      (i, meta) => rawProducer.xadd(streams[i % config.users], '*', 'a', JSON.stringify([meta])),
+      4,
+    );
+  } finally {
+    rawProducer.disconnect();
+    await clients.request({ type: 'raw-stop' }, 'raw-stopped');
+  }
+  await clients.request({ type: 'close' }, 'closed', 5_000).catch(() => undefined);
+  printWarnings();
+} finally {
+  admin.disconnect();
+  await cleanup();
+}
+
+// ---- report -------------------------------------------------------------------------------------------
+
+const { relayhub, raw } = results;
+const rows = [
+  [
+    'system',
+    'acked/s',
+    'p50',
+    'p99',
+    'max',
+    `p50 (window ${config.lightWindow})`,
+    `p99 (window ${config.lightWindow})`,
+    'lost',
+    'dups',
+  ],
+];
+const row = (label, r) => [
+  label,
+  fmt(r.perSecond),
+  ms(r.p50),
+  ms(r.p99),
+  ms(r.max),
+  ms(r.light.p50),
+  ms(r.light.p99),
+  `${fmt(r.lost)} + ${fmt(r.light.lost)}`,
+  `${fmt(r.duplicates)} + ${fmt(r.light.duplicates)}`,
+];
+rows.push(row('relayhub (2 hubs, streams lane)', relayhub));
+rows.push(row('raw ioredis XADD/XREADGROUP/XACK', raw));
+console.log(
+  `\n${fmt(config.messages)} messages over ${config.users} users, window ${fmt(config.window)} in flight ` +
+    `(acked/s: send of the first -> ack of the last; latency: send -> client receipt), then ` +
+    `${fmt(config.lightMessages)} messages with window ${config.lightWindow} (light load):`,
+);
+console.log(table(rows));
+console.log(
+  `relayhub / raw: ${(relayhub.perSecond / raw.perSecond).toFixed(3)}x acked/s; at window ${config.window} ` +
+    `p50 ${(relayhub.p50 / raw.p50).toFixed(1)}x, p99 ${(relayhub.p99 / raw.p99).toFixed(1)}x; at window ` +
+    `${config.lightWindow} p50 ${(relayhub.light.p50 / raw.light.p50).toFixed(1)}x, p99 ` +
+    `${(relayhub.light.p99 / raw.light.p99).toFixed(1)}x`,
+);
+console.log(
+  `note: the lane delivers one message in flight per user (order), so relayhub's acked/s grows with the ` +
+    `number of users; these are for ${config.users} users. At window ${fmt(config.window)} latency is mostly ` +
+    `queueing (Little: window / rate = ${ms((config.window / relayhub.perSecond) * 1_000)} for relayhub).`,
+);
+
+const names = Object.keys(relayhub.cpu);
+const cpuRows = [['system', ...names]];
+for (const [label, r] of [
+  [`relayhub, window ${config.window}`, relayhub],
+  [`relayhub, window ${config.lightWindow}`, relayhub.light],
+  [`raw, window ${config.window}`, raw],
+  [`raw, window ${config.lightWindow}`, raw.light],
+]) {
+  cpuRows.push([label, ...names.map((n) => r.cpu[n] ?? '')]);
+}
+console.log(
+  '\nmean CPU % per process during each measured phase (100 = one core; other = the rest of the machine):',
+);
+console.log(table(cpuRows));
+/** CPU time per acked message (us), the hubs summed: less sensitive than % to other work on the machine. */
+const cpuPerMessage = (r) => {
+  const s = r.cpu.seconds;
+  const per = (seconds) => `${((seconds / r.received) * 1e6).toFixed(0)}`;
+  const parts = [`hubs ${per((s['hub-1'] ?? 0) + (s['hub-2'] ?? 0))}`];
+  for (const name of ['redis', 'clients', 'bench'])
+    if (s[name] !== undefined) parts.push(`${name} ${per(s[name])}`);
+  return parts.join(', ');
+};
+console.log('CPU us per acked message (bench = the producer):');
+console.log(`  relayhub, window ${config.window}: ${cpuPerMessage(relayhub)}`);
+console.log(`  relayhub, window ${config.lightWindow}: ${cpuPerMessage(relayhub.light)}`);
+console.log(`  raw, window ${config.window}: ${cpuPerMessage(raw)}`);
+console.log(`  raw, window ${config.lightWindow}: ${cpuPerMessage(raw.light)}`);
+
+// note: commandstats counts the commands a script runs (get, set, xadd... inside evalsha) as well as the
+// script itself, whose time includes theirs.
+const perMessage = (commands, count) =>
+  Object.entries(commands)
+    .filter(([, { calls }]) => calls / count >= 0.05)
+    .sort((a, b) => b[1].calls - a[1].calls)
+    .map(([name, { calls }]) => `${name} ${(calls / count).toFixed(2)}`)
+    .join(', ');
+const SCRIPTED = new Set(['get', 'set', 'incr', 'time', 'xtrim', 'pexpire', 'smembers', 'exists', 'srem']);
+const usecPerMessage = (commands, count) => {
+  const top = Object.entries(commands).filter(([name]) => !SCRIPTED.has(name) || !commands.evalsha);
+  const total = top.reduce((sum, [, { usec }]) => sum + usec, 0);
+  const parts = top
+    .filter(([, { usec }]) => usec / count >= 0.5)
+    .sort((a, b) => b[1].usec - a[1].usec)
+    .map(([name, { usec }]) => `${name} ${(usec / count).toFixed(1)}`)
+    .join(', ');
+  return `${(total / count).toFixed(1)} us (${parts})`;
+};
+console.log(
+  '\nRedis commands per message (whole server: includes any other client of it; ' +
+    'commands run inside scripts counted too):',
+);
+console.log(`  relayhub, window ${config.window}: ${perMessage(relayhub.commands, relayhub.received)}`);
+console.log(
+  `  relayhub, window ${config.lightWindow}: ${perMessage(relayhub.light.commands, relayhub.light.received)}`,
+);
+console.log(`  raw, window ${config.window}: ${perMessage(raw.commands, raw.received)}`);
+console.log('Redis time per message (commandstats usec; a script counts with the commands it runs):');
+console.log(`  relayhub, window ${config.window}: ${usecPerMessage(relayhub.commands, relayhub.received)}`);
+console.log(
+  `  relayhub, window ${config.lightWindow}: ${usecPerMessage(relayhub.light.commands, relayhub.light.received)}`,
+);
+console.log(`  raw, window ${config.window}: ${usecPerMessage(raw.commands, raw.received)}`);
+const bad = [relayhub, relayhub.light, raw, raw.light].reduce((n, r) => n + r.lost + r.errors, 0);
+if (bad > 0) process.exitCode = 1;
