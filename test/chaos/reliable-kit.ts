@@ -7,7 +7,6 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { HubConnection } from '@microsoft/signalr';
-import { Redis } from 'ioredis';
 import type { ReliableSendResult } from '../../src/backplane/backplane.js';
 import type { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { RelayhubError } from '../../src/errors.js';
@@ -270,24 +269,6 @@ export class FailoverProxy {
   }
 }
 
-/** Deletes the keys of one test's unique prefix (SCAN + UNLINK; never a flush). */
-export async function deletePrefix(redisUrl: string, prefix: string): Promise<void> {
-  if (!prefix.startsWith('rh-')) throw new Error(`Refusing to delete keys of prefix '${prefix}'.`);
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000 });
-  redis.on('error', () => undefined);
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1_000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
 /**
  * A TCP proxy in front of Redis for the failures a network makes: {@link dropReplies} keeps forwarding
  * what clients send but drops what Redis answers (commands run, their answers never arrive), {@link cut}
@@ -384,3 +365,5 @@ export class LossyProxy {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 }
+
+export { deletePrefix } from '../helpers/redis.js';

@@ -125,24 +125,6 @@ export async function laneOffsetTotal(
   return values.reduce((sum, v) => sum + Number(v ?? 0), 0);
 }
 
-/** Deletes the keys of one test's unique prefix (SCAN + UNLINK; never a flush). */
-export async function deletePrefix(redisUrl: string, prefix: string): Promise<void> {
-  if (!prefix.startsWith('rh-')) throw new Error(`Refusing to delete keys of prefix '${prefix}'.`);
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000 });
-  redis.on('error', () => undefined);
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1_000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
 /** One copy of a reliable message a client received. */
 export interface Reception {
   messageId: string;
@@ -344,3 +326,5 @@ export async function unmarkedInRedis(
   const results = (await pipeline.exec()) ?? [];
   return results.filter(([, n]) => n === 1).length;
 }
+
+export { deletePrefix } from './redis.js';

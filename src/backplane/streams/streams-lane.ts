@@ -18,6 +18,7 @@ import {
   type SessionCounters,
   type SessionHost,
   type SessionOptions,
+  sleep,
   UserSession,
 } from './user-session.js';
 
@@ -342,17 +343,4 @@ export class StreamsLane implements ReliableLane, SessionHost {
     })();
     return this.#closing;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

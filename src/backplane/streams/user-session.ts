@@ -201,17 +201,7 @@ export class UserSession {
   }
 
   #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.#closed) return resolve();
-      const timer = setTimeout(done, ms);
-      const signal = this.#stop.signal;
-      function done() {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return sleep(ms, this.#stop.signal);
   }
 }
 
@@ -225,4 +215,18 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
     target: map.get('t') ?? '',
     args: JSON.parse(map.get('a') ?? '[]') as unknown[],
   };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
