@@ -12,7 +12,7 @@ export type {
   ReliableRecipient,
   ReliableSendResult,
 } from './backplane/backplane.js';
-export { DEFAULT_CHANNEL_PREFIX } from './backplane/keys.js';
+export { DEFAULT_CHANNEL_PREFIX } from './redis/keys.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
 export {

@@ -2,7 +2,7 @@ import { type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { ReliableKeys } from '../backplane/keys.js';
+import type { ReliableKeys } from '../redis/keys.js';
 import { sweepDeadInstances } from '../backplane/streams/dead-instances.js';
 
 /** A message the outbox gave up on: still unacked when its TTL passed. */

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { type Logger, pino } from 'pino';
 import type { ReliableSendResult } from '../backplane/backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../backplane/keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../redis/keys.js';
 import {
   connectRedis,
   DEFAULT_REDIS_URL,

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { RelayhubError } from '../../errors.js';
 import type { Audience, Backplane, BackplaneHealth, HubChannel, Interest, LocalHub } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../../redis/keys.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
 import {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { ReliableKeys } from '../keys.js';
+import type { ReliableKeys } from '../../redis/keys.js';
 
 /**
  * Deletes the delivery streams of instances whose `alive` key expired (they died without closing) and

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { RelayhubError } from '../../errors.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../../redis/keys.js';
 import {
   connectRedis,
   DEFAULT_REDIS_URL,

@@ -8,7 +8,7 @@ import type {
   LocalUsers,
   ReliableLane,
 } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../../redis/keys.js';
 import { PubSubBackplane, type PubSubBackplaneOptions } from '../pubsub/pubsub-backplane.js';
 import { connectRedis, DEFAULT_REDIS_URL, openRedis } from '../pubsub/redis-connection.js';
 import {

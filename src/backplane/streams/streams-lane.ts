@@ -9,7 +9,7 @@ import type {
   ReliableRecipient,
   ReliableSendResult,
 } from '../backplane.js';
-import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../keys.js';
+import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../../redis/keys.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { sweepDeadInstances } from './dead-instances.js';
 import { DELIVERY_STREAM_MAX, laneScripts, sendReliable, unavailable } from './reliable-producer.js';

@@ -4,7 +4,7 @@ import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json-protocol.js';
 import { MessageType } from '../../protocol/messages.js';
 import type { ReliableRecipient } from '../backplane.js';
-import type { UserKeys } from '../keys.js';
+import type { UserKeys } from '../../redis/keys.js';
 
 /** The client method that tells a user that messages fell out of the retention window unacknowledged. */
 export const GAP_TARGET = 'relayhubGap';
