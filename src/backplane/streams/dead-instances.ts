@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/connection.js';
 import type { ReliableKeys } from '../../redis/keys.js';
 
 /**
@@ -6,7 +6,11 @@ import type { ReliableKeys } from '../../redis/keys.js';
  * returns their ids. Their users' messages are safe in the users' inboxes: those users reconnect to another
  * instance and resume from their acked offset. Idempotent, so every instance and the worker may run it.
  */
-export async function sweepDeadInstances(redis: Redis, keys: ReliableKeys, self?: string): Promise<string[]> {
+export async function sweepDeadInstances(
+  redis: RedisClient,
+  keys: ReliableKeys,
+  self?: string,
+): Promise<string[]> {
   const dead: string[] = [];
   for (const instance of await redis.smembers(keys.instances)) {
     if (instance === self || (await redis.exists(keys.alive(instance)))) continue;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/connection.js';
 import type { Logger } from 'pino';
 import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json-protocol.js';
@@ -40,7 +40,7 @@ export interface InboxEntry {
 
 /** What a session needs from its lane. */
 export interface SessionHost {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly options: SessionOptions;
   readonly counters: SessionCounters;
   readonly log: Logger;
