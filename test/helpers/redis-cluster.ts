@@ -210,7 +210,11 @@ export class RedisCluster {
 
   /** The node serving a slot as primary right now. */
   async primaryOf(slot: number): Promise<ClusterNode> {
-    const slots = (await this.call(this.#anyAlive(), 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+    const slots = (await this.call(this.#anyAlive(), 'CLUSTER', 'SLOTS')) as [
+      number,
+      number,
+      [string, number],
+    ][];
     const range = slots.find(([from, to]) => slot >= from && slot <= to);
     const port = range?.[2][1];
     const node = this.nodes.find((n) => n.port === port);
@@ -220,7 +224,11 @@ export class RedisCluster {
 
   /** The live primaries. */
   async primaries(): Promise<ClusterNode[]> {
-    const slots = (await this.call(this.#anyAlive(), 'CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+    const slots = (await this.call(this.#anyAlive(), 'CLUSTER', 'SLOTS')) as [
+      number,
+      number,
+      [string, number],
+    ][];
     const ports = new Set(slots.map((s) => s[2][1]));
     return this.nodes.filter((n) => ports.has(n.port));
   }

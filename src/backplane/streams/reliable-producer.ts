@@ -88,12 +88,13 @@ export function durabilityFor(target: RedisTarget, given: Partial<Durability> = 
 
 /**
  * Appends a reliable message to a user's inbox (one script in the user's slot, followed by `WAIT` when
- * replicas are asked for), then routes a wake-up to each instance holding the user (one script per
- * instance, in that instance's slot, sent together). What a hub instance and the outbox worker both do.
+ * replicas are asked for) and wakes each instance holding the user: on one node inside that script; on a
+ * Cluster afterwards (one script per instance, in that instance's slot, sent together). What a hub
+ * instance and the outbox worker both do.
  *
- * note: the second step is best effort: when it fails or the process dies before it, the message is safe
- * in the inbox and the instances holding the user find it at their next heartbeat (bound:
- * `reliable.heartbeatIntervalMs`), which re-reads every local user with unacked messages.
+ * note: on a Cluster the second step is best effort: when it fails or the process dies before it, the
+ * message is safe in the inbox and the instances holding the user find it at their next heartbeat (bound:
+ * `reliable.heartbeatIntervalMs`, default 5 s), which re-reads every local user with unacked messages.
  */
 export async function sendReliable(
   scripts: LaneScripts & RedisClient,
@@ -113,6 +114,10 @@ export async function sendReliable(
     JSON.stringify(message.args),
     retention.maxLength,
     retention.maxAgeMs,
+    // note: one node routes inside the script (atomic); a Cluster cannot, so the sender routes after it.
+    scripts.isCluster ? '' : keys.instancePrefix,
+    message.userId,
+    DELIVERY_STREAM_MAX,
   ] as const;
   let reply: SendReply;
   try {

@@ -1,26 +1,36 @@
 /**
- * The reliable lane's Lua scripts. Each opens with its KEYS and ARGV, and every script touches the keys of
- * one Redis Cluster slot only: the user's (`{u:<id>}`) or one instance's (`{i:<id>}`). Routing a wake-up
- * to the instances holding a user is therefore a second step after the send (see `route()` in
- * `reliable-producer.ts`), and the heartbeat's re-read closes the window between the two.
+ * The reliable lane's Lua scripts. Each opens with its KEYS and ARGV. On a Redis Cluster every script
+ * touches the keys of one slot only: the user's (`{u:<id>}`) or one instance's (`{i:<id>}`), so routing a
+ * wake-up to the instances holding a user is a second step after the send (`route()` in
+ * `reliable-producer.ts`), and the heartbeat's re-read closes the window between the two. On one node the
+ * send script still routes in the same atomic step (no window at all), which a Cluster would refuse.
  */
 
 /**
  * Appends one message to a user's inbox with the next gapless offset; drops a duplicate of an idempotency
- * key already sent. Returns the instances holding the user, to which the sender routes a wake-up.
+ * key already sent. With an instance key prefix (one node only), it also routes a wake-up to every live
+ * instance holding the user, as one atomic step; without one (a Cluster), it returns those instances, to
+ * which the sender routes the wake-ups itself (a duplicate returns them too: its retry routes again).
  *
  * KEYS[1] seq          KEYS[2] inbox        KEYS[3] presence     KEYS[4] dedup marker (or "" for none)
  * ARGV[1] message id   ARGV[2] target       ARGV[3] args (JSON)  ARGV[4] max length   ARGV[5] max age (ms)
- * Returns { offset, message id, 1 if it was a duplicate else 0, instance id... }.
+ * ARGV[6] instance key prefix ("" on a Cluster)                ARGV[7] user id
+ * ARGV[8] delivery stream max length
+ * Returns { offset, message id, 1 if it was a duplicate else 0, instance id to route to... }.
  */
 export const SEND_SCRIPT = `
+local inline = ARGV[6] ~= ''
+local function unrouted(reply)
+  if not inline then
+    for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
+  end
+  return reply
+end
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
     local offset, mid = string.match(existing, '^(%d+) (.*)$')
-    local reply = { tonumber(offset), mid, 1 }
-    for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
-    return reply
+    return unrouted({ tonumber(offset), mid, 1 })
   end
 end
 local offset = redis.call('INCR', KEYS[1])
@@ -33,9 +43,17 @@ for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], maxAge) end
 if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], offset .. ' ' .. ARGV[1], 'PX', maxAge)
 end
-local reply = { offset, ARGV[1], 0 }
-for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
-return reply
+if inline then
+  for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local base = ARGV[6] .. instance .. '}'
+    if redis.call('EXISTS', base .. ':alive') == 1 then
+      redis.call('XADD', base .. ':deliveries', 'MAXLEN', '~', ARGV[8], '*', 'u', ARGV[7], 'o', offset)
+    else
+      redis.call('SREM', KEYS[3], instance)
+    end
+  end
+end
+return unrouted({ offset, ARGV[1], 0 })
 `;
 
 /**
