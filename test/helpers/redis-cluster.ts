@@ -245,6 +245,21 @@ export class RedisCluster {
     this.#children.get(node.port)?.kill('SIGKILL');
   }
 
+  /**
+   * Starts a killed node again on its port and directory: it reads its cluster config and rejoins, empty,
+   * as a replica of the primary that took over from it. Resolves once it is in sync.
+   */
+  async restart(node: ClusterNode): Promise<void> {
+    if (node.alive) return;
+    this.nodes.splice(this.nodes.indexOf(node), 1);
+    await this.#spawn(node.port);
+    const back = this.nodes.find((n) => n.port === node.port) as ClusterNode;
+    this.nodes.splice(this.nodes.indexOf(back), 1);
+    node.alive = true;
+    this.nodes.push(node);
+    await this.waitUntilHealthy();
+  }
+
   /** Waits until another node serves `slot` as primary (after {@link kill} of its primary). */
   async waitForFailover(slot: number, from: ClusterNode, timeoutMs = 15_000): Promise<ClusterNode> {
     const deadline = Date.now() + timeoutMs;

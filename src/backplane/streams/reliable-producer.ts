@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander } from 'ioredis';
+import type { ChainableCommander, Cluster } from 'ioredis';
 import { RelayhubError } from '../../errors.js';
 import {
   connectClient,
@@ -122,19 +122,7 @@ export async function sendReliable(
   let reply: SendReply;
   try {
     if (durability.replicas > 0) {
-      // note: one pipeline goes to one node: WAIT then counts the replicas of the user's primary.
-      const pipeline = scripts.pipeline() as ChainableCommander & {
-        relayhubSend(...a: (string | number)[]): ChainableCommander;
-      };
-      const results = await pipeline
-        .relayhubSend(...args)
-        .wait(durability.replicas, durability.replicaTimeoutMs)
-        .exec();
-      const [sent, waited] = results ?? [];
-      if (!sent || sent[0]) throw sent?.[0] ?? new Error('no reply');
-      if (!waited || waited[0]) throw waited?.[0] ?? new Error('no reply to WAIT');
-      reply = sent[1] as SendReply;
-      if (Number(waited[1]) < durability.replicas) throw notReplicated(durability, Number(waited[1]));
+      reply = await sendAndWait(scripts, args, durability);
     } else {
       reply = await scripts.relayhubSend(...args);
     }
@@ -144,6 +132,47 @@ export async function sendReliable(
   const [offset, messageId, duplicate, ...instances] = reply;
   await route(scripts, keys, message.userId, Number(offset), instances);
   return { messageId, offset: Number(offset), duplicate: duplicate === 1 };
+}
+
+/** How many times a send that hit a moved slot is tried again (a MOVED reply means it did not run). */
+const MOVED_RETRIES = 3;
+
+/**
+ * The send script and `WAIT` in one pipeline, so that both run on the same connection (WAIT counts the
+ * replicas of that connection's writes).
+ */
+async function sendAndWait(
+  scripts: LaneScripts & RedisClient,
+  args: readonly (string | number)[],
+  durability: Durability,
+): Promise<SendReply> {
+  for (let attempt = 0; ; attempt++) {
+    const pipeline = scripts.pipeline() as ChainableCommander & {
+      relayhubSend(...a: (string | number)[]): ChainableCommander;
+    };
+    const results = await pipeline
+      .relayhubSend(...args)
+      .wait(durability.replicas, durability.replicaTimeoutMs)
+      .exec();
+    const [sent, waited] = results ?? [];
+    const error = sent?.[0] ?? waited?.[0];
+    // note: ioredis follows a MOVED in a pipeline only when every command got the same one; WAIT answers
+    // differently (a former primary is a replica now), so the slot map is refreshed here and the pipeline
+    // sent again. MOVED / TRYAGAIN / CLUSTERDOWN mean the script did not run: sending it again is safe.
+    if (
+      error &&
+      scripts.isCluster &&
+      attempt < MOVED_RETRIES &&
+      /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)/.test(describe(error))
+    ) {
+      await new Promise<void>((resolve) => (scripts as Cluster).refreshSlotsCache(() => resolve()));
+      continue;
+    }
+    if (!sent || !waited) throw new Error('no reply from Redis');
+    if (error) throw error;
+    if (Number(waited[1]) < durability.replicas) throw notReplicated(durability, Number(waited[1]));
+    return sent[1] as SendReply;
+  }
 }
 
 /** Wakes each live instance holding the user; drops the dead ones from the user's presence. Never throws. */
