@@ -33,8 +33,6 @@ export interface RoleFlags {
   queueWhileOffline?: boolean;
   /** Batch the commands of one event-loop turn (per node on a Cluster). */
   autoPipelining?: boolean;
-  /** A Cluster subscriber for sharded PUB/SUB (one subscriber connection per primary). */
-  sharded?: boolean;
 }
 
 export function isClusterTarget(target: RedisTarget | undefined): boolean {
@@ -76,7 +74,6 @@ export function openClient(options: RedisOptions, role: string, flags: RoleFlags
     lazyConnect: true,
     enableOfflineQueue: queue,
     enableAutoPipelining: flags.autoPipelining ?? false,
-    shardedSubscribers: flags.sharded ?? false,
     scaleReads: 'master',
     // note: a failover or a slot move answers TRYAGAIN / CLUSTERDOWN for a moment: wait a little before
     // following it, instead of hammering the node that is going away.

@@ -2,6 +2,8 @@ import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { describe } from '../backplane/pubsub/redis-connection.js';
 import { RelayhubError } from '../errors.js';
+import { ShardedSubscriber } from './sharded-subscriber.js';
+import { keySlot } from './slot.js';
 import {
   connectClient,
   describeTarget,
@@ -38,17 +40,21 @@ export interface PubSubBusEvents {
 }
 
 /**
- * PUB/SUB over one publishing and one subscribing connection, on one node or on a Cluster, classic or
- * sharded: the one place that knows which commands that takes. **At most once.** A subscriber that loses
- * its subscriptions (a reconnect, a failover, a slot migrated to another node: Redis then pushes
- * `sunsubscribe`) re-subscribes by itself and reports each loss through `lost`.
+ * PUB/SUB on one node or on a Cluster, classic or sharded: the one place that knows which commands that
+ * takes. One publishing connection; classic mode subscribes on one more, sharded mode on one per primary
+ * (`ShardedSubscriber`). **At most once.** Subscribers that lose their subscriptions (a reconnect, a
+ * failover, a slot migrated to another node: Redis then pushes `sunsubscribe`) subscribe again by
+ * themselves and report each loss through `lost`.
  */
 export class PubSubBus {
   readonly mode: PubSubMode;
   readonly target: RedisTarget;
   readonly #options: PubSubBusOptions;
   readonly #pub: RedisClient;
-  readonly #sub: RedisClient;
+  /** Classic mode: the subscriber connection (one node, or any node of a Cluster). */
+  readonly #sub: RedisClient | undefined;
+  /** Sharded mode: one subscriber connection per primary, following the cluster's slot map. */
+  readonly #sharded: ShardedSubscriber | undefined;
   readonly #events: PubSubBusEvents;
   readonly #log: Logger;
   #connecting: Promise<void> | undefined;
@@ -56,7 +62,6 @@ export class PubSubBus {
   #wasReady = false;
   /** The subscriber is (or was last) ready: its next loss counts, once per outage. */
   #subscribed = false;
-  #channels = 0;
 
   constructor(options: PubSubBusOptions, role: string, events: PubSubBusEvents, log: Logger) {
     this.#options = options;
@@ -71,35 +76,24 @@ export class PubSubBus {
     this.#events = events;
     this.#log = log;
     this.#pub = openClient(options, `${role}:pub`, { autoPipelining: true });
-    this.#sub = openClient(options, `${role}:sub`, {
-      queueWhileOffline: true,
-      sharded: this.mode === 'sharded',
-    });
-    const sub = this.#sub as Redis;
-    if (this.mode === 'sharded') sub.on('smessage', (c: string, m: string) => events.message(c, m));
-    else sub.on('message', (c: string, m: string) => events.message(c, m));
-    for (const client of [this.#pub, this.#sub]) {
-      client.on('error', (error: Error) => log.debug({ err: error }, 'redis error'));
+    this.#pub.on('error', (error: Error) => log.debug({ err: error }, 'redis error'));
+    if (this.mode === 'sharded') {
+      this.#sharded = new ShardedSubscriber(
+        this.#pub as Cluster,
+        role,
+        options.connectTimeoutMs ?? 5_000,
+        { message: (c, m) => events.message(c, m), lost: (reason) => events.lost(reason) },
+        log,
+      );
+      return;
     }
+    const sub = openClient(options, `${role}:sub`, { queueWhileOffline: true });
+    this.#sub = sub;
+    sub.on('message', (c: string, m: string) => events.message(c, m));
+    sub.on('error', (error: Error) => log.debug({ err: error }, 'redis error'));
     sub.on('ready', () => this.#restored());
     sub.on('close', () => this.#lost('the subscriber connection closed'));
-    if (this.mode === 'sharded') {
-      // note: a sharded subscriber is one connection per primary; ioredis re-subscribes after a failover,
-      // a node loss or a slot migration and then says `subscribersReady`. Each such round may have missed
-      // messages on the channels it moved.
-      const cluster = this.#sub as Cluster;
-      cluster.on('-node', () => this.#lost('a node holding subscriptions went away'));
-      cluster.on('subscribersReady', () => {
-        if (this.#subscribedViaGroup) {
-          if (this.#channels > 0) this.#lost('subscriptions moved to other nodes', true);
-          this.#restored();
-        }
-        this.#subscribedViaGroup = true;
-      });
-    }
   }
-
-  #subscribedViaGroup = false;
 
   #lost(reason: string, always = false): void {
     // note: 'close' also fires on every failed reconnect attempt; only the first one loses anything.
@@ -120,11 +114,12 @@ export class PubSubBus {
       try {
         await Promise.all([
           connectClient(this.#pub, this.target, timeout),
-          connectClient(this.#sub, this.target, timeout),
+          ...(this.#sub ? [connectClient(this.#sub, this.target, timeout)] : []),
         ]);
+        this.#sharded?.start();
       } catch (error) {
         this.#pub.disconnect();
-        this.#sub.disconnect();
+        this.#sub?.disconnect();
         throw error;
       }
     })();
@@ -132,7 +127,9 @@ export class PubSubBus {
   }
 
   get ready(): boolean {
-    return this.#pub.status === 'ready' && this.#sub.status === 'ready';
+    return (
+      this.#pub.status === 'ready' && (this.#sharded ? this.#sharded.ready : this.#sub?.status === 'ready')
+    );
   }
 
   /**
@@ -170,26 +167,28 @@ export class PubSubBus {
   }
 
   async subscribe(channel: string): Promise<void> {
-    this.#channels++;
+    if (this.#sharded) return this.#sharded.subscribe(channel);
+    const sub = this.#sub as RedisClient;
     // note: while Redis is away, the subscription is queued and sent on reconnect instead of holding up
     // the connection that asked for it.
-    const pending = this.mode === 'sharded' ? this.#sub.ssubscribe(channel) : this.#sub.subscribe(channel);
-    if (this.#sub.status === 'ready') await pending;
+    const pending = sub.subscribe(channel);
+    if (sub.status === 'ready') await pending;
     else pending.catch((error: unknown) => this.#log.warn({ err: error, channel }, 'subscribe failed'));
   }
 
   async unsubscribe(channel: string): Promise<void> {
-    this.#channels = Math.max(0, this.#channels - 1);
-    const pending =
-      this.mode === 'sharded' ? this.#sub.sunsubscribe(channel) : this.#sub.unsubscribe(channel);
-    if (this.#sub.status === 'ready') await pending;
+    if (this.#sharded) return this.#sharded.unsubscribe(channel);
+    const sub = this.#sub as RedisClient;
+    const pending = sub.unsubscribe(channel);
+    if (sub.status === 'ready') await pending;
     else pending.catch((error: unknown) => this.#log.debug({ err: error, channel }, 'unsubscribe failed'));
   }
 
   /** Closes both connections. Idempotent. */
   async close(): Promise<void> {
     this.#closing = true;
-    await Promise.allSettled([quitClient(this.#pub), quitClient(this.#sub)]);
+    this.#sharded?.close();
+    await Promise.allSettled([quitClient(this.#pub), ...(this.#sub ? [quitClient(this.#sub)] : [])]);
   }
 }
 
@@ -204,28 +203,4 @@ export function primaryFor(cluster: Cluster, key: string): Redis {
     });
   }
   return node;
-}
-
-// note: CRC16 (XMODEM) of the hashtag, as Redis Cluster computes slots; 16384 slots.
-const CRC_TABLE = (() => {
-  const table = new Uint16Array(256);
-  for (let i = 0; i < 256; i++) {
-    let crc = i << 8;
-    for (let j = 0; j < 8; j++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-    table[i] = crc;
-  }
-  return table;
-})();
-
-/** The Redis Cluster slot of a key or channel: the CRC16 of its `{hashtag}` (or of all of it) mod 16384. */
-export function keySlot(key: string): number {
-  const open = key.indexOf('{');
-  if (open >= 0) {
-    const close = key.indexOf('}', open + 1);
-    if (close > open + 1) key = key.slice(open + 1, close);
-  }
-  let crc = 0;
-  for (const byte of Buffer.from(key))
-    crc = ((crc << 8) & 0xffff) ^ (CRC_TABLE[((crc >> 8) ^ byte) & 0xff] as number);
-  return crc % 16_384;
 }

@@ -68,12 +68,16 @@ describe('sharded PUB/SUB on Redis Cluster: a slot moved while messages flow', (
 
       let n = 0;
       let sending = true;
+      // note: at most once: a send that fails while its slot moves is counted, not retried.
+      const failed: string[] = [];
       const loop = (async () => {
         while (sending) {
           n++;
           await Promise.all([
-            sender.invoke('SendToGroup', group, `group:${n}`),
-            sender.invoke('SendToUser', receiverUser, `user:${n}`),
+            sender.invoke('SendToGroup', group, `group:${n}`).catch((e: Error) => failed.push(e.message)),
+            sender
+              .invoke('SendToUser', receiverUser, `user:${n}`)
+              .catch((e: Error) => failed.push(e.message)),
           ]);
           await new Promise((r) => setTimeout(r, SEND_EVERY_MS));
         }
@@ -92,12 +96,30 @@ describe('sharded PUB/SUB on Redis Cluster: a slot moved while messages flow', (
         moved.push({ slot, from, to });
       }
       const sentAtMove = n;
+      const stalled = async () => {
+        const lines = [
+          `sent ${n}, failed ${failed.length} ${failed.slice(0, 2)}; last group ${got.group.at(-1)} user ${got.user.at(-1)}`,
+        ];
+        for (const [i, channel] of channels.entries()) {
+          const owner = await c.primaryOf(moved[i]!.slot);
+          const subs = await Promise.all(
+            c.nodes.map(
+              async (node) =>
+                `${node.port}:${JSON.stringify(await c.call(node, 'PUBSUB', 'SHARDNUMSUB', channel).catch(String))}`,
+            ),
+          );
+          lines.push(`${channel} slot ${moved[i]!.slot} owner ${owner.port}: ${subs.join(' ')}`);
+        }
+        return lines.join('\n');
+      };
       await waitFor(
         () =>
           got.group.filter((m) => m > sentAtMove).length >= AFTER_MOVE &&
           got.user.filter((m) => m > sentAtMove).length >= AFTER_MOVE,
         { timeoutMs: 15_000, message: 'messages sent after the move to arrive on both channels' },
-      );
+      ).catch(async (error: Error) => {
+        throw new Error(`${error.message}\n${await stalled()}`);
+      });
       sending = false;
       await loop;
 
@@ -106,7 +128,7 @@ describe('sharded PUB/SUB on Redis Cluster: a slot moved while messages flow', (
       console.info(
         `[cluster resharding] moved slots ${moved.map((m) => `${m.slot}: ${m.from.port}->${m.to.port}`).join(', ')} ` +
           `at message ${sentAtMove} of ${n}; missed during the move: group ${missed(got.group)}, user ` +
-          `${missed(got.user)}; possibleGaps +${gaps}`,
+          `${missed(got.user)}; possibleGaps +${gaps}; failed sends ${failed.length} ${failed.slice(0, 2)}`,
       );
       expect(gaps).toBeGreaterThanOrEqual(1);
       // the subscriptions now live on the new owners
