@@ -108,7 +108,7 @@ export async function sendReliable(
     user.seq,
     user.inbox,
     user.presence,
-    message.key === undefined ? '' : user.dedup(message.key),
+    user.dedup(message.key ?? '-'),
     message.key ?? randomUUID(),
     message.target,
     JSON.stringify(message.args),
@@ -118,6 +118,7 @@ export async function sendReliable(
     scripts.isCluster ? '' : keys.instancePrefix,
     message.userId,
     DELIVERY_STREAM_MAX,
+    message.key === undefined ? '0' : '1',
   ] as const;
   let reply: SendReply;
   try {

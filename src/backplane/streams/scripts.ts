@@ -12,11 +12,12 @@
  * instance holding the user, as one atomic step; without one (a Cluster), it returns those instances, to
  * which the sender routes the wake-ups itself (a duplicate returns them too: its retry routes again).
  *
- * KEYS[1] seq          KEYS[2] inbox        KEYS[3] presence     KEYS[4] dedup marker (or "" for none)
+ * KEYS[1] seq          KEYS[2] inbox        KEYS[3] presence     KEYS[4] dedup marker
  * ARGV[1] message id   ARGV[2] target       ARGV[3] args (JSON)  ARGV[4] max length   ARGV[5] max age (ms)
  * ARGV[6] instance key prefix ("" on a Cluster)                ARGV[7] user id
- * ARGV[8] delivery stream max length
+ * ARGV[8] delivery stream max length   ARGV[9] "1" when the message has an idempotency key (KEYS[4])
  * Returns { offset, message id, 1 if it was a duplicate else 0, instance id to route to... }.
+ * note: KEYS[4] is always a key of the user's slot (an empty name would hash elsewhere: CROSSSLOT).
  */
 export const SEND_SCRIPT = `
 local inline = ARGV[6] ~= ''
@@ -26,7 +27,7 @@ local function unrouted(reply)
   end
   return reply
 end
-if KEYS[4] ~= '' then
+if ARGV[9] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
     local offset, mid = string.match(existing, '^(%d+) (.*)$')
@@ -40,7 +41,7 @@ local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))
 for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], maxAge) end
-if KEYS[4] ~= '' then
+if ARGV[9] == '1' then
   redis.call('SET', KEYS[4], offset .. ' ' .. ARGV[1], 'PX', maxAge)
 end
 if inline then
