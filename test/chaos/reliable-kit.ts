@@ -7,15 +7,11 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { HubConnection } from '@microsoft/signalr';
-import { afterAll, beforeAll, describe } from 'vitest';
 import type { ReliableSendResult } from '../../src/backplane/backplane.js';
 import type { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { RelayhubError } from '../../src/errors.js';
-import type { RedisTarget } from '../../src/redis/connection.js';
 import { buildClient, type ClientOptions, type ClientPool } from '../helpers/client.js';
 import type { MessageTracker } from '../helpers/message-tracker.js';
-import { REDIS_URL, deletePrefix as deleteKeys } from '../helpers/redis.js';
-import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
 import { signToken } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -372,49 +368,4 @@ export class LossyProxy {
 
 export { deletePrefix } from '../helpers/redis.js';
 
-/** Where a chaos test's Redis is: the shared one (under a unique prefix), or a private Redis Cluster. */
-export interface RedisMedium {
-  readonly name: string;
-  /** `--redis-url` of the instances (a comma-separated seed list on a Cluster). */
-  readonly url: string;
-  /** Their extra flags (`--redis-cluster`). */
-  readonly args: string[];
-  /** For the producers and backplanes of the test process. */
-  readonly redis: RedisTarget;
-  /** Deletes one test's keys (a private cluster is thrown away with its keys instead). */
-  cleanup(prefix: string): Promise<void>;
-}
-
-const SHARED_REDIS: RedisMedium = {
-  name: 'one Redis',
-  url: REDIS_URL,
-  args: [],
-  redis: { url: REDIS_URL },
-  cleanup: (prefix) => deleteKeys(REDIS_URL, prefix),
-};
-
-/**
- * Runs a chaos suite on the shared Redis, then again on a private Redis Cluster (3 primaries + 3
- * replicas, started once for the file) with the instances on `--redis-cluster`.
- */
-export function onOneRedisAndCluster(suite: (medium: () => RedisMedium, where: string) => void): void {
-  suite(() => SHARED_REDIS, SHARED_REDIS.name);
-  describe('on Redis Cluster', () => {
-    let cluster: RedisCluster | undefined;
-    beforeAll(async () => {
-      cluster = await startRedisCluster();
-    }, 60_000);
-    afterAll(() => cluster?.dispose());
-    const medium = (): RedisMedium => {
-      const urls = (cluster as RedisCluster).urls;
-      return {
-        name: 'Redis Cluster',
-        url: urls.join(','),
-        args: ['--redis-cluster'],
-        redis: { cluster: urls },
-        cleanup: async () => undefined,
-      };
-    };
-    suite(medium, 'Redis Cluster');
-  });
-}
+export { onOneRedisAndCluster, type RedisMedium } from '../helpers/redis-cluster.js';

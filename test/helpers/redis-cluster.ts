@@ -10,6 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe } from 'vitest';
+import type { RedisTarget } from '../../src/redis/connection.js';
+import { REDIS_URL, deletePrefix as deleteKeys } from './redis.js';
 import { freePort } from './redis-server.js';
 
 const run = promisify(execFile);
@@ -316,3 +319,50 @@ export class RedisCluster {
 /** Starts a private Redis Cluster; see {@link RedisCluster}. */
 export const startRedisCluster = (options?: RedisClusterOptions): Promise<RedisCluster> =>
   RedisCluster.start(options);
+
+/** Where a test's Redis is: the shared one (under a unique prefix), or a private Redis Cluster. */
+export interface RedisMedium {
+  readonly name: string;
+  /** `--redis-url` of the instances (a comma-separated seed list on a Cluster). */
+  readonly url: string;
+  /** Their extra flags (`--redis-cluster`). */
+  readonly args: string[];
+  /** For the producers and backplanes of the test process. */
+  readonly redis: RedisTarget;
+  /** Deletes one test's keys (a private cluster is thrown away with its keys instead). */
+  cleanup(prefix: string): Promise<void>;
+}
+
+const SHARED_REDIS: RedisMedium = {
+  name: 'one Redis',
+  url: REDIS_URL,
+  args: [],
+  redis: { url: REDIS_URL },
+  cleanup: (prefix) => deleteKeys(REDIS_URL, prefix),
+};
+
+/**
+ * Runs a suite on the shared Redis, then again on a private Redis Cluster (3 primaries + 3
+ * replicas, started once for the file) with the instances on `--redis-cluster`.
+ */
+export function onOneRedisAndCluster(suite: (medium: () => RedisMedium, where: string) => void): void {
+  suite(() => SHARED_REDIS, SHARED_REDIS.name);
+  describe('on Redis Cluster', () => {
+    let cluster: RedisCluster | undefined;
+    beforeAll(async () => {
+      cluster = await startRedisCluster();
+    }, 60_000);
+    afterAll(() => cluster?.dispose());
+    const medium = (): RedisMedium => {
+      const urls = (cluster as RedisCluster).urls;
+      return {
+        name: 'Redis Cluster',
+        url: urls.join(','),
+        args: ['--redis-cluster'],
+        redis: { cluster: urls },
+        cleanup: async () => undefined,
+      };
+    };
+    suite(medium, 'Redis Cluster');
+  });
+}
