@@ -83,9 +83,14 @@ export class ShardedSubscriber {
     if (!owner) return;
     const previous = this.#placed.get(channel);
     try {
-      await this.#connection(owner).ssubscribe(channel);
-      // note: unsubscribed (or closed) meanwhile: leave it alone.
-      if (!this.#placed.has(channel) || this.#closed) return;
+      const connection = this.#connection(owner);
+      await connection.ssubscribe(channel);
+      if (this.#closed) return;
+      // note: unsubscribed meanwhile: take back what was just subscribed.
+      if (!this.#placed.has(channel)) {
+        await connection.sunsubscribe(channel).catch(() => undefined);
+        return;
+      }
       this.#placed.set(channel, owner);
       if (previous && previous !== owner) {
         this.#connections
