@@ -6,7 +6,8 @@
  * flow is steady, the primary that owns `busy`'s slot is SIGKILLed, its replica takes over, and the dead
  * node comes back as a replica. Every committed message must reach its user: 0 missing, first receptions
  * in commit order per user, nothing unexpected; the only duplicates are copies of a message id the client
- * already had (which it drops).
+ * already had (which it drops). Beside it, group sends whose channel lives on the killed primary: the
+ * listener's sharded subscription is counted as lost and follows the new primary (at most once).
  *
  * The cluster is disposed of, and the schema dropped, in afterAll / afterEach.
  */
@@ -14,14 +15,15 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { reliableKeys } from '../../src/redis/keys.js';
+import { hubChannels, reliableKeys } from '../../src/redis/keys.js';
+import { keySlot } from '../../src/redis/slot.js';
 import { OutboxWorker } from '../../src/worker/outbox-worker.js';
 import { ClientPool } from '../helpers/client.js';
 import { connectRecorded, deliveryProblems, range, ReceivedLog } from '../helpers/outbox.js';
 import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
-import { startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
+import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const TARGET = 'orderStatus';
@@ -61,10 +63,11 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
       schema = await createTestSchema('failover');
       const s = schema;
       const prefix = uniquePrefix('failover');
+      const backplanes: StreamsBackplane[] = [];
       for (let i = 0; i < 2; i++) {
         servers.push(
           await startServer({
-            backplane: new StreamsBackplane({
+            backplane: (backplanes[i] = new StreamsBackplane({
               redis,
               channelPrefix: prefix,
               instanceId: `failover-${i}`,
@@ -76,7 +79,7 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
                 retryDelayMs: 100,
                 maxRetryDelayMs: 500,
               },
-            }),
+            })),
             authenticate: jwtAuthenticator({ secret: TEST_JWT_SECRET }),
           }),
         );
@@ -122,9 +125,33 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
         }
       })();
 
-      await new Promise((r) => setTimeout(r, LOAD_BEFORE_KILL_MS));
+      // PUB/SUB beside it: a group whose channel lives on the same primary as busy's keys, a listener on
+      // hub 1 and a sender on hub 0; its subscription must follow the failover (at most once meanwhile)
       const slot = await c.slotOf(reliableKeys(prefix, HUB).user('busy').inbox);
+      const victimBefore = await c.primaryOf(slot);
+      const names = hubChannels(prefix, HUB);
+      let group = '';
+      for (let i = 0; !group; i++) {
+        if ((await c.primaryOf(keySlot(names.group(`room${i}`)))) === victimBefore) group = `room${i}`;
+      }
+      const heard: number[] = [];
+      const listener = await clients.connect(servers[1]!.url(), { token: await signToken('listener') });
+      listener.on('message', (_from: string, text: string) => heard.push(Number(text)));
+      await listener.invoke('JoinGroup', group);
+      const speaker = await clients.connect(servers[0]!.url(), { token: await signToken('speaker') });
+      let said = 0;
+      let failedSays = 0;
+      const speaking = (async () => {
+        while (loading) {
+          await speaker.invoke('SendToGroup', group, String(++said)).catch(() => failedSays++);
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      })();
+
+      await new Promise((r) => setTimeout(r, LOAD_BEFORE_KILL_MS));
       const victim = await c.primaryOf(slot);
+      expect(victim).toBe(victimBefore);
+      const gapsBefore = backplanes[1]!.health().possibleGaps;
       const deliveredAtKill = log.distinctCount;
       const committedAtKill = seq;
       c.kill(victim);
@@ -133,9 +160,14 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
       const failoverMs = Date.now() - killedAt;
       // note: the dead node rejoins as the new primary's replica, so that WAIT can be satisfied again.
       await c.restart(victim);
+      const saidAfterFailover = said;
       await new Promise((r) => setTimeout(r, LOAD_AFTER_FAILOVER_MS));
+      await waitFor(() => heard.filter((n) => n > saidAfterFailover).length >= 10, {
+        timeoutMs: 10_000,
+        message: 'group messages sent after the failover to reach the listener again',
+      });
       loading = false;
-      await load;
+      await Promise.all([load, speaking]);
 
       const total = seq;
       try {
@@ -146,9 +178,13 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
             `primary of busy's slot ${slot} (port ${victim.port}) at ${committedAtKill} committed / ` +
             `${deliveredAtKill} delivered; port ${successor.port} took over in ${failoverMs} ms; ` +
             `${log.distinctCount} distinct / ${log.received} copies (${log.duplicates} duplicates dropped by ` +
-            `message id); worker stats ${JSON.stringify(worker.stats)}`,
+            `message id); worker stats ${JSON.stringify(worker.stats)}; group: ${heard.length} of ${said} ` +
+            `heard (${failedSays} sends failed), possibleGaps +${backplanes[1]!.health().possibleGaps - gapsBefore}`,
         );
       }
+      // the listener's sharded subscription lost its node, was counted, and followed the new primary
+      expect(backplanes[1]!.health().possibleGaps).toBeGreaterThan(gapsBefore);
+      expect(heard).toEqual([...new Set(heard)].sort((a, b) => a - b));
       expect(deliveredAtKill).toBeGreaterThan(0);
       expect(committedAtKill).toBeLessThan(total);
       expect(deliveryProblems(log, expected)).toEqual([]);
