@@ -33,7 +33,10 @@ export interface OutboxWorkerOptions {
   databaseUrl?: string;
   /** @default 'redis://127.0.0.1:6379' */
   redisUrl?: string;
-  /** Where Redis is (one node, a Cluster, or an ioredis `Cluster`); takes precedence over `redisUrl`. */
+  /**
+   * Where Redis is (one node, a Cluster, or an ioredis `Cluster`); takes precedence over `redisUrl`.
+   * @default { url: redisUrl }
+   */
   redis?: RedisTarget;
   /**
    * Replicas that must confirm (`WAIT`) a relayed row before it counts as relayed, so that a primary

@@ -71,6 +71,11 @@ export class PubSubBackplane implements Backplane {
     this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
     this.#partitions = options.broadcastPartitions ?? (isClusterTarget(targetOf(options)) ? 16 : 1);
+    if (!Number.isInteger(this.#partitions) || this.#partitions < 1 || this.#partitions > 1_024) {
+      throw new RelayhubError('ERR_CONFIG', `broadcastPartitions must be an integer from 1 to 1024.`, {
+        remedy: 'Leave it unset (16 on a Cluster, 1 on one node) or pass a small integer.',
+      });
+    }
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
       backplane: 'pubsub',
       instance: this.instanceId,

@@ -80,10 +80,21 @@ export interface Durability {
 
 /** The durability a target gets when the options leave it out. */
 export function durabilityFor(target: RedisTarget, given: Partial<Durability> = {}): Durability {
-  return {
+  const durability = {
     replicas: given.replicas ?? (isClusterTarget(target) ? 1 : 0),
     replicaTimeoutMs: given.replicaTimeoutMs ?? 1_000,
   };
+  if (!Number.isInteger(durability.replicas) || durability.replicas < 0) {
+    throw new RelayhubError('ERR_CONFIG', 'replicas must be an integer of 0 or more.', {
+      remedy: 'Use the number of replicas per primary (1 by default on a Cluster), or 0 to not wait.',
+    });
+  }
+  if (!(durability.replicaTimeoutMs > 0)) {
+    throw new RelayhubError('ERR_CONFIG', 'replicaTimeoutMs must be a positive number of milliseconds.', {
+      remedy: 'Leave it unset (1000) or pass e.g. 500.',
+    });
+  }
+  return durability;
 }
 
 /**
