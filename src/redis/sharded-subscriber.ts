@@ -4,6 +4,8 @@ import { keySlot } from './slot.js';
 
 /** How often every channel's placement is checked against the cluster's slot map. */
 export const RECONCILE_INTERVAL_MS = 1_000;
+/** How soon a subscription that failed (e.g. MOVED during a migration) is tried again. */
+const RETRY_SOON_MS = 100;
 
 export interface ShardedSubscriberEvents {
   message(channel: string, message: string): void;
@@ -24,6 +26,8 @@ export interface ShardedSubscriberEvents {
 export class ShardedSubscriber {
   /** Channel → the node (`host:port`) it is subscribed on, or undefined while it waits for one. */
   readonly #placed = new Map<string, string | undefined>();
+  /** Channel → its slot, computed once (the check every second looks the owner up for each channel). */
+  readonly #slots = new Map<string, number>();
   readonly #connections = new Map<string, Redis>();
   readonly #cluster: Cluster;
   readonly #events: ShardedSubscriberEvents;
@@ -64,12 +68,14 @@ export class ShardedSubscriber {
   async subscribe(channel: string): Promise<void> {
     if (this.#placed.has(channel)) return;
     this.#placed.set(channel, undefined);
+    this.#slots.set(channel, keySlot(channel));
     await this.#place(channel);
   }
 
   async unsubscribe(channel: string): Promise<void> {
     const node = this.#placed.get(channel);
     this.#placed.delete(channel);
+    this.#slots.delete(channel);
     if (node)
       await this.#connections
         .get(node)
@@ -101,13 +107,14 @@ export class ShardedSubscriber {
     } catch (error) {
       this.#log.debug({ err: error, channel, owner }, 'ssubscribe failed; trying again at the next check');
       if (this.#placed.has(channel)) this.#placed.set(channel, undefined);
-      this.#cluster.refreshSlotsCache();
+      // note: the slot map is being updated (a migration in progress): look again soon, not in a second.
+      this.#cluster.refreshSlotsCache(() => this.#soon());
       if (previous) this.#events.lost(`could not subscribe ${channel} again`);
     }
   }
 
   #ownerOf(channel: string): string | undefined {
-    return this.#cluster.slots[keySlot(channel)]?.[0];
+    return this.#cluster.slots[this.#slots.get(channel) ?? keySlot(channel)]?.[0];
   }
 
   #connection(node: string): Redis {
@@ -154,6 +161,18 @@ export class ShardedSubscriber {
     this.#cluster.refreshSlotsCache(() => void this.reconcile());
   }
 
+  #retry: NodeJS.Timeout | undefined;
+
+  /** One reconcile shortly (debounced), after a failed subscription. */
+  #soon(): void {
+    if (this.#retry || this.#closed) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.reconcile();
+    }, RETRY_SOON_MS);
+    this.#retry.unref();
+  }
+
   /** Subscribes every unplaced channel, and every channel whose slot has a new owner, on that owner. */
   reconcile(): Promise<void> {
     this.#reconciling ??= (async () => {
@@ -181,6 +200,7 @@ export class ShardedSubscriber {
   close(): void {
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#retry);
     for (const redis of this.#connections.values()) redis.disconnect();
     this.#connections.clear();
   }
