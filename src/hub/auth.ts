@@ -25,7 +25,9 @@ export const anonymous: Authenticate = async () => ({ claims: {} });
  */
 export function bearerToken(request: IncomingMessage, url: URL): string | undefined {
   const header = request.headers.authorization;
-  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim() || undefined;
+  // note: the scheme is case-insensitive (RFC 7235 §2.1): `bearer x` is a bearer token too.
+  const match = header === undefined ? null : /^Bearer +(.*)$/i.exec(header);
+  if (match) return match[1]?.trim() || undefined;
   return url.searchParams.get('access_token') ?? undefined;
 }
 

@@ -229,6 +229,14 @@ export class HubServer {
       res.setHeader('Allow', 'POST');
       return json(res, 405, { error: 'Negotiate takes POST.' });
     }
+    // note: negotiate reads no body; one that is sent anyway is not drained (up to requestTimeoutMs of
+    // upload): the socket closes after the answer.
+    if (
+      req.headers['content-length'] !== '0' &&
+      (req.headers['content-length'] || req.headers['transfer-encoding'])
+    ) {
+      res.setHeader('Connection', 'close');
+    }
     if (this.#closing) return json(res, 503, { error: 'The server is shutting down.' });
     const request = snapshotRequest(req, url);
     const access = await this.#admit(mapped, req, url, request);

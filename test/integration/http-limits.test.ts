@@ -109,6 +109,18 @@ describe('HTTP edge limits', () => {
     expect(await again.invoke('Echo', 'again')).toBe('again');
   });
 
+  it('closes a negotiate that carries a body after the answer instead of reading it', async () => {
+    server = await startServer();
+    const started = Date.now();
+    const response = await rawRequest(
+      server.port,
+      'POST /hubs/demo/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000\r\n\r\nxyz',
+    );
+    expect(response.status).toBe(200);
+    expect(response.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
   it('refuses bad limits with ERR_CONFIG', async () => {
     await expect(startServer({ headersTimeoutMs: 0 })).rejects.toMatchObject({ code: 'ERR_CONFIG' });
     await expect(startServer({ maxConnectionsPerAddress: -1 })).rejects.toMatchObject({ code: 'ERR_CONFIG' });

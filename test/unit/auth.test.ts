@@ -16,6 +16,12 @@ describe('bearerToken', () => {
     expect(bearerToken(request('Bearer abc.def.ghi'), url())).toBe('abc.def.ghi');
   });
 
+  it('reads the scheme case-insensitively (RFC 7235)', () => {
+    expect(bearerToken(request('bearer abc'), url())).toBe('abc');
+    expect(bearerToken(request('BEARER abc'), url())).toBe('abc');
+    expect(bearerToken(request('Bearerabc'), url())).toBeUndefined();
+  });
+
   it('trims spaces around the header token', () => {
     expect(bearerToken(request('Bearer   tok  '), url())).toBe('tok');
   });
