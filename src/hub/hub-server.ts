@@ -214,13 +214,18 @@ export class HubServer {
       });
     }
     if (!this.#fallback) return json(res, 404, { error: 'Not found.' });
-    try {
-      this.#fallback(req, res);
-    } catch (error) {
-      // note: a fallback that throws synchronously would otherwise take the whole process down.
-      this.#logger.error({ err: error }, 'fallback request handler threw');
+    const failed = (error: unknown) => {
+      this.#logger.error({ err: error }, 'fallback request handler failed');
       if (!res.headersSent) json(res, 500, { error: 'Internal server error.' });
       else res.destroy();
+    };
+    // note: a fallback that throws, or an async one that rejects (an unhandled rejection), would
+    // otherwise take the whole process down.
+    try {
+      const result: unknown = this.#fallback(req, res);
+      if (result instanceof Promise) result.catch(failed);
+    } catch (error) {
+      failed(error);
     }
   }
 

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { anonymous, jwtAuthenticator } from '../../src/hub/auth.js';
 import type { HubDefinition } from '../../src/hub/hub.js';
 import type { HubRequest } from '../../src/hub/hub-request.js';
-import { HubServer } from '../../src/hub/hub-server.js';
+import { HubServer, type HubServerOptions } from '../../src/hub/hub-server.js';
 import { ClientPool } from '../helpers/client.js';
 import { negotiate, upgradeStatus } from '../helpers/raw-ws.js';
 import { signToken, silentLogger, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
@@ -53,6 +53,31 @@ describe('SignalR HTTP behaviours', () => {
     await expect(official(server.url('/hubs/echo')).start()).rejects.toThrow(
       /Unauthorized: Status code '401'/,
     );
+  });
+
+  it('answers 500 when the fallback throws or rejects, and keeps serving', async () => {
+    server = await startServer({
+      fallback: (req, res) => {
+        // note: what a naive app route does with an authority-like target such as //[
+        if (req.url === '/sync') new URL(req.url.replace('/sync', '//['), 'http://localhost');
+        res.end('ok');
+      },
+    });
+    const asyncFallback = (async () => {
+      throw new Error('async route failed');
+    }) as unknown as NonNullable<HubServerOptions['fallback']>;
+    const second = await startServer({ fallback: asyncFallback });
+    try {
+      expect((await fetch(`${server.baseUrl}/sync`)).status).toBe(500);
+      expect((await fetch(`${second.baseUrl}/anything`)).status).toBe(500);
+      expect(await (await fetch(`${server.baseUrl}/fine`)).text()).toBe('ok');
+      const client = official(second.url());
+      await client.start();
+      expect(await client.invoke('Echo', 'alive')).toBe('alive');
+    } finally {
+      await clients.stopAll();
+      await second.close();
+    }
   });
 
   it('matches hub paths case-insensitively, for negotiate and the WebSocket', async () => {
