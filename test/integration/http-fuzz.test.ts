@@ -2,9 +2,11 @@
  * A bounded, seeded fuzz of the HTTP edge against a real `relayhub serve` process (so that a crash shows as
  * an exit): random request lines (methods, targets with odd escapes, authority-like and absolute forms,
  * versions), headers (Host, Upgrade, Sec-WebSocket-*, Content-Length, Transfer-Encoding, Authorization,
- * Cookie, junk) and bodies; then WebSocket upgrades followed by random frames (valid and broken headers,
+ * Cookie, junk) and bodies, POSTs to the example orders API (odd ids, valid and bad tokens, content types,
+ * bodies); then WebSocket upgrades followed by random frames (valid and broken headers,
  * masks, lengths, opcodes, payloads that are hub-protocol-like or random). After every batch the process
- * must still be running; at the end the official client and a raw negotiate + WebSocket must work.
+ * must still be running, no answer may be a 500 or 503, and at the end the official client and a raw
+ * negotiate + WebSocket must work.
  *
  * Seeded (FUZZ_SEED overrides) so that a failure replays; the batch that killed the process is reported.
  * Needs `npm run build`.
@@ -16,10 +18,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientPool } from '../helpers/client.js';
 import { type InstanceProcess, InstancePool } from '../helpers/process.js';
 import { negotiate, RawClient, RS } from '../helpers/raw-ws.js';
-import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
+import { deletePrefix, REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { signToken } from '../helpers/server.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x11a);
+/** Replaced by a valid token for user `fuzzer` when a case runs (tokens are signed asynchronously). */
+const TOKEN = '{{TOKEN}}';
 const HTTP_CASES = 4_000;
 const WS_CASES = 1_000;
 const PARALLEL = 24;
@@ -226,20 +231,59 @@ const nearValidCase = fc
         'Sec-WebSocket-Version: 13',
         'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
         'Authorization: Bearer x.y.z',
+        `Authorization: Bearer ${TOKEN}`,
         'Content-Type: application/json',
         'Cookie: a=%; b="; =c',
         'X-Forwarded-For: ::1, [',
       ],
       { maxLength: 4 },
     ),
+    body: fc.constantFrom(
+      '',
+      '',
+      '{"userId":"fuzzer","status":"s"}',
+      '{"userId":"other","status":"s"}',
+      '{"x":1}',
+    ),
   })
-  .map(({ method: m, path, nasty: n, query, headers }) =>
+  .map(({ method: m, path, nasty: n, query, headers, body: b }) =>
     Buffer.from(
       `${m} ${path}${n}${query} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers.map((h) => `${h}\r\n`).join('')}` +
-        'Content-Length: 0\r\nConnection: close\r\n\r\n',
+        `Content-Length: ${Buffer.byteLength(b)}\r\nConnection: close\r\n\r\n${b}`,
     ),
   );
-const httpCase = fc.oneof(nearValidCase, wildCase);
+/** POSTs to the orders API: ids with odd escapes, some valid tokens, JSON and other bodies and types. */
+const ordersCase = fc
+  .record({
+    id: fc.tuple(fc.stringMatching(/^[A-Za-z0-9-]{1,6}$/), fc.array(nasty, { maxLength: 2 })),
+    token: fc.constantFrom(TOKEN, TOKEN, TOKEN, 'x.y.z', ''),
+    type: fc.constantFrom(
+      'application/json',
+      'application/json',
+      'Application/JSON; charset=utf-8',
+      'text/plain',
+      '',
+    ),
+    body: fc.oneof(
+      fc
+        .constantFrom('fuzzer', 'fuzzer', 'other', '', 'a b', 'u{1}')
+        .map((u) => JSON.stringify({ userId: u, status: 's' })),
+      fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v) ?? ''),
+      fc.string({ maxLength: 40 }),
+    ),
+  })
+  .map(({ id: [id, n], token: t, type, body: b }) =>
+    Buffer.from(
+      `POST /api/orders/${id}${n.filter((x) => /^[!-~]+$/.test(x) && x !== '#' && x !== '?').join('')}/status HTTP/1.1\r\n` +
+        `Host: 127.0.0.1\r\n${t ? `Authorization: Bearer ${t}\r\n` : ''}${type ? `Content-Type: ${type}\r\n` : ''}` +
+        `Content-Length: ${Buffer.byteLength(b)}\r\nConnection: close\r\n\r\n${b}`,
+    ),
+  );
+const httpCase = fc.oneof(
+  { weight: 4, arbitrary: nearValidCase },
+  { weight: 1, arbitrary: ordersCase },
+  { weight: 4, arbitrary: wildCase },
+);
 
 /** Hub-protocol-like text: handshakes and records, good and bad. */
 const hubText = fc.oneof(
@@ -344,16 +388,28 @@ describe('HTTP and WebSocket fuzz', () => {
   const clients = new ClientPool();
   let hub: InstanceProcess;
 
+  let schema: TestSchema;
+  let prefix: string;
+  let token: string;
+
+  // note: the streams backplane with the example app, so that the orders API (and Postgres behind it) is
+  // fuzzed too; some cases carry a valid token for 'fuzzer'.
   beforeAll(async () => {
+    [schema, token] = await Promise.all([createTestSchema('fuzz'), signToken('fuzzer')]);
+    prefix = uniquePrefix('fuzz');
     hub = await instances.start({
       redisUrl: REDIS_URL,
-      channelPrefix: uniquePrefix('fuzz'),
-      backplane: 'memory',
+      channelPrefix: prefix,
+      backplane: 'streams',
+      databaseUrl: schema.databaseUrl,
+      args: ['--example-app'],
     });
   });
   afterAll(async () => {
     await clients.stopAll();
     await instances.stopAll();
+    await schema?.drop();
+    if (prefix) await deletePrefix(REDIS_URL, prefix);
   });
 
   /**
@@ -371,7 +427,12 @@ describe('HTTP and WebSocket fuzz', () => {
         const index = next++;
         const c = cases[index] as (typeof cases)[number];
         inFlight.add(index);
-        const status = await runCase(hub.port, c.chunks, c.afterAnswer);
+        const chunks = c.chunks.map((chunk) =>
+          chunk.includes(TOKEN)
+            ? Buffer.from(chunk.toString('latin1').replace(TOKEN, token), 'latin1')
+            : chunk,
+        );
+        const status = await runCase(hub.port, chunks, c.afterAnswer);
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
         if (hub.hasExited && !failure) {
           const shown = [...inFlight].map(
@@ -396,8 +457,13 @@ describe('HTTP and WebSocket fuzz', () => {
     // note: many cases get past Node's parser to the server's own routes (404, 405, 401, 200 answers).
     const routed = [200, 401, 404, 405].reduce((n, status) => n + (http.get(status) ?? 0), 0);
     expect(routed, JSON.stringify([...http])).toBeGreaterThan(HTTP_CASES / 10);
+    // note: no input is the server's fault: no 500 (a handler threw) and no 503 (the orders API failed).
+    expect(http.get(500) ?? 0, JSON.stringify([...http])).toBe(0);
+    expect(http.get(503) ?? 0, JSON.stringify([...http])).toBe(0);
+    // note: some reached the orders API with a valid token and a body it took (or refused as another user's)
+    const { rows } = await schema.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM example_orders');
+    expect(rows[0]?.n, JSON.stringify([...http])).toBeGreaterThan(0);
 
-    const token = await signToken('fuzzer');
     const sessions = fc.sample(wsCase, { seed: SEED + 1, numRuns: WS_CASES });
     const ws = await runAll(
       sessions.map(({ path, frames, trailing }) => {
