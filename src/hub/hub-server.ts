@@ -243,8 +243,9 @@ export class HubServer {
       res.setHeader('Connection', 'close');
     }
     if (this.#closing) return json(res, 503, { error: 'The server is shutting down.' });
-    const request = snapshotRequest(req, url);
-    const access = await this.#admit(mapped, req, url, request);
+    // note: no snapshot is kept for a negotiated connection (ctx.request is the upgrade's, and a pending
+    // negotiate must stay cheap); authorize gets one only when the hub has it.
+    const access = await this.#admit(mapped, req, url, () => snapshotRequest(req, url));
     if (access.status !== 200) {
       // note: an empty body, as ASP.NET answers: the official client then reports
       // "Unauthorized: Status code '401'" (a body would become the error text).
@@ -258,7 +259,6 @@ export class HubServer {
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
     const connection = hub.createConnection(principal, { statefulReconnect: stateful, v0: version < 1 });
-    connection.request = request;
     const transports = [{ transport: 'WebSockets', transferFormats: ['Text'] }];
     json(
       res,
@@ -284,7 +284,7 @@ export class HubServer {
     if (!mapped) return rejectUpgrade(socket, 404, 'Not Found');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     const request = snapshotRequest(req, url);
-    const access = await this.#admit(mapped, req, url, request);
+    const access = await this.#admit(mapped, req, url, () => request);
     if (access.status !== 200) {
       return rejectUpgrade(socket, access.status, access.status === 401 ? 'Unauthorized' : 'Forbidden');
     }
@@ -315,7 +315,7 @@ export class HubServer {
     mapped: MappedHub,
     req: IncomingMessage,
     url: URL,
-    request: HubRequest,
+    request: () => HubRequest,
   ): Promise<{ status: 200; principal: Principal } | { status: 401 | 403 }> {
     let principal: Principal | null;
     try {
@@ -327,7 +327,7 @@ export class HubServer {
     if (!principal) return { status: 401 };
     if (!mapped.authorize) return { status: 200, principal };
     try {
-      if (await mapped.authorize(principal, request)) return { status: 200, principal };
+      if (await mapped.authorize(principal, request())) return { status: 200, principal };
     } catch (error) {
       this.#logger.warn({ err: error }, 'authorize hook threw; refusing the request');
     }
