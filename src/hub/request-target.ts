@@ -12,6 +12,7 @@ const ORIGIN = 'http://relayhub.invalid';
  * - absolute-form (`http://host/path`, what proxies may send): only `http`/`https`, and only its path and
  *   query are kept (the host is not trusted for anything);
  * - anything else (`*`, a missing target, a target that does not parse) is refused;
+ * - a raw backslash is refused (the parser would read it as `/`, unlike a proxy in front);
  * - a path whose percent-encoding does not decode to UTF-8 (`/%E0%A4%A`) is refused, so that no route
  *   below ever has to decode an invalid path (`decodeURIComponent` throws on it).
  *
@@ -20,6 +21,9 @@ const ORIGIN = 'http://relayhub.invalid';
 export function parseRequestTarget(req: Pick<IncomingMessage, 'url'>): URL | undefined {
   const target = req.url;
   if (typeof target !== 'string' || target.length === 0) return undefined;
+  // note: the URL parser turns `\` into `/` (`/api\orders` would route as `/api/orders`, a path a proxy
+  // in front never matched); no browser sends one raw.
+  if (target.includes('\\')) return undefined;
   let url: URL;
   try {
     if (target.startsWith('/')) {

@@ -47,6 +47,8 @@ describe('parseRequestTarget', () => {
       '/%C3',
       '//%',
       'http://x/%E0%A4%A',
+      '/api\\orders/1/status',
+      'http://x/a\\b',
     ]) {
       expect(parse(target), String(target)).toBeUndefined();
     }
