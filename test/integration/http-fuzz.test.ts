@@ -1,7 +1,7 @@
 /**
  * A bounded, seeded fuzz of the HTTP edge against a real `relayhub serve` process (so that a crash shows as
  * an exit): random request lines (methods, targets with odd escapes, authority-like and absolute forms,
- * versions), headers (Host, Upgrade, Sec-WebSocket-*, Content-Length, Transfer-Encoding, Authorization,
+ * versions; several pipelined on one socket), headers (Host, Upgrade, Sec-WebSocket-*, Content-Length, Transfer-Encoding, Authorization,
  * Cookie, junk) and bodies, POSTs to the example orders API (odd ids, valid and bad tokens, content types,
  * bodies); then WebSocket upgrades followed by random frames (valid and broken headers,
  * masks, lengths, opcodes, payloads that are hub-protocol-like or random). After every batch the process
@@ -279,9 +279,22 @@ const ordersCase = fc
         `Content-Length: ${Buffer.byteLength(b)}\r\nConnection: close\r\n\r\n${b}`,
     ),
   );
+/** Several requests pipelined on one keep-alive socket (only the last asks to close). */
+const pipelinedCase = fc
+  .array(fc.oneof(nearValidCase, ordersCase, wildCase), { minLength: 2, maxLength: 4 })
+  .map((requests) =>
+    Buffer.concat(
+      requests.map((r, i) =>
+        i === requests.length - 1
+          ? r
+          : Buffer.from(r.toString('latin1').replace('Connection: close\r\n', ''), 'latin1'),
+      ),
+    ),
+  );
 const httpCase = fc.oneof(
   { weight: 4, arbitrary: nearValidCase },
   { weight: 1, arbitrary: ordersCase },
+  { weight: 1, arbitrary: pipelinedCase },
   { weight: 4, arbitrary: wildCase },
 );
 
