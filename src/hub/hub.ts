@@ -33,6 +33,13 @@ export type HubMethod = (ctx: ConnectionContext, ...args: any[]) => unknown;
 export interface HubDefinition {
   /** Hub methods by the name clients invoke (case-sensitive). */
   methods: Record<string, HubMethod>;
+  /**
+   * The methods that return a stream (to be called with `connection.stream(...)`) without being async
+   * generator functions, which are detected. As in SignalR the hub knows before calling a method whether
+   * it streams: a streaming method called with `invoke`/`send`, or another one with `stream`, is refused
+   * with SignalR's error and does not run.
+   */
+  streams?: readonly string[];
   /** Runs once the connection has completed its handshake, before its first invocation. */
   onConnected?(ctx: ConnectionContext): void | Promise<void>;
   /** Runs once the connection has ended; `error` says why when it did not end cleanly. */
@@ -49,4 +56,14 @@ export interface HubContext {
   readonly groups: GroupManager;
   /** The reliable lane (needs the `streams` backplane). */
   readonly reliable: ReliableClients;
+}
+
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor as unknown;
+
+/** True when `target` of `definition` returns a stream: an async generator function, or listed in `streams`. */
+export function isStreamingMethod(definition: HubDefinition, target: string, method: HubMethod): boolean {
+  return (
+    method instanceof (AsyncGeneratorFunction as typeof Function) ||
+    definition.streams?.includes(target) === true
+  );
 }
