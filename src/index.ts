@@ -51,6 +51,7 @@ export type {
   HubClients,
   SingleClientProxy,
 } from './hub/clients.js';
+export type { ClientErrorKind, HubStats } from './hub/client-errors.js';
 export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export {

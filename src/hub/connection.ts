@@ -570,8 +570,10 @@ export class Connection implements Addressable {
       if (invocationId !== undefined) this.#complete(invocationId, { error });
     };
     if (!method) {
-      this.#countClientError('unknownMethod', `unknown hub method '${target}'`);
-      return fail(`Failed to invoke '${target}': unknown hub method.`);
+      // note: the name is the client's (up to maximumReceiveMessageSize): echo and log only its start.
+      const name = truncateForLog(target);
+      this.#countClientError('unknownMethod', `unknown hub method '${name}'`);
+      return fail(`Failed to invoke '${name}': unknown hub method.`);
     }
     // note: SignalR's own texts; the method does not run when the call does not match how it returns.
     const streamingMethod = isStreamingMethod(definition, target, method);

@@ -1,4 +1,5 @@
 import type { Principal } from './auth.js';
+import type { HubStats } from './client-errors.js';
 import type { CallerClients, GroupManager, HubClients } from './clients.js';
 import type { ReliableClients } from './reliable-clients.js';
 
@@ -56,6 +57,8 @@ export interface HubContext {
   readonly groups: GroupManager;
   /** The reliable lane (needs the `streams` backplane). */
   readonly reliable: ReliableClients;
+  /** Plain counters of this hub on this instance (client-caused errors by kind), for metrics. */
+  readonly stats: HubStats;
 }
 
 const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor as unknown;
