@@ -8,6 +8,7 @@ import type {
   LocalHub,
   ReliableLane,
 } from '../backplane/backplane.js';
+import { groupNameProblem } from '../backplane/keys.js';
 import type { HubOptions } from '../config.js';
 import { HubError, RelayhubError } from '../errors.js';
 import { formatMessage } from '../protocol/json-protocol.js';
@@ -127,6 +128,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   async addToGroup(connectionId: string, group: string): Promise<boolean> {
     const connection = this.registry.get(connectionId);
     if (!connection) return false;
+    const problem = groupNameProblem(group);
+    if (problem) throw new HubError(problem);
     this.#checkGroupLimit(connection, group);
     const authorize = this.definition.authorizeGroupJoin;
     if (authorize && !(await authorize(connection.context, group))) {

@@ -42,11 +42,19 @@ describe('groups per connection', () => {
     await c.invoke('JoinGroup', 'd');
   });
 
+  it('refuses a group name with braces in any hub (hashtag integrity), saying why', async () => {
+    server = await startServer({}, { [HUB]: hub });
+    const c = await clients.connect(server.url(HUB));
+    await expect(c.invoke('Join', 'a}b')).rejects.toThrow(
+      "HubException: Group names may not contain '{' or '}'.",
+    );
+  });
+
   it("the demo hub's authorizeGroupJoin refuses bad names and more than its own cap, saying why", async () => {
     server = await startServer({});
     const c = await clients.connect(server.url(DEMO_HUB_PATH));
-    await expect(c.invoke('JoinGroup', '{slot}')).rejects.toThrow(
-      'HubException: Group names are 1 to 64 letters, digits or . _ : @ - (got 6 characters).',
+    await expect(c.invoke('JoinGroup', 'has space')).rejects.toThrow(
+      'HubException: Group names are 1 to 64 letters, digits or . _ : @ - (got 9 characters).',
     );
     await expect(c.invoke('JoinGroup', 'x'.repeat(65))).rejects.toThrow('HubException: Group names are');
     for (let i = 0; i < DEMO_MAX_GROUPS; i++) await c.invoke('JoinGroup', `room-${i}`);

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { HubError, RelayhubError } from '../../errors.js';
 import type { Audience, Backplane, BackplaneHealth, HubChannel, Interest, LocalHub } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels, validateChannelPrefix } from '../keys.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
 import {
@@ -84,7 +84,7 @@ export class PubSubBackplane implements Backplane {
 
   constructor(options: PubSubBackplaneOptions = {}) {
     this.#options = options;
-    this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
+    this.#prefix = validateChannelPrefix(options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX);
     this.#url = options.redisUrl ?? DEFAULT_REDIS_URL;
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
