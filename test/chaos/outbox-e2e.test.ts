@@ -2,7 +2,7 @@
  * End to end through the example app: three `relayhub serve --backplane streams --database-url …`
  * processes (each mounts the orders API) and two `relayhub worker` processes on one outbox; 24 users with
  * official @microsoft/signalr clients spread over the three hubs. Each user's order goes through 15 status
- * updates, POSTed one after another (to a live hub) at a steady pace; meanwhile one hub is SIGSTOPped for
+ * updates, POSTed one after another (to the two hubs that are not paused) at a steady pace; meanwhile one hub is SIGSTOPped for
  * 5 s (its clients' connections hang; its users' messages wait in their inboxes). Every update reaches its
  * user, in order per user, zero missing; both workers relay (each owns partitions). Copies received
  * before deduplication are counted and reported.
@@ -89,7 +89,10 @@ describe('outbox chaos: end to end through the example app', () => {
         ),
       );
       const victim = hubs[0]!;
-      const live = () => hubs.filter((h) => h !== stopped);
+      // note: POSTs go to the hubs that are never paused. A POST to the victim could race its SIGSTOP, and
+      // after SIGCONT its overdue keep-alive timers close idle sockets the client is reusing at that moment
+      // (`TypeError: fetch failed`). What is asserted is delivery to the victim's users, not its API.
+      const live = () => hubs.filter((h) => h !== victim);
 
       const expected = new Map<string, string[]>(users.map((u) => [u, []]));
       let posted = 0;
