@@ -516,7 +516,7 @@ export class Connection implements Addressable {
   }
 
   #refuseStream(message: InvocationMessage | StreamInvocationMessage, max: number): void {
-    const error = `Failed to invoke '${message.target}': the connection already has ${max} streams open (maxStreamsPerClient).`;
+    const error = `Failed to invoke '${truncateForLog(message.target)}': the connection already has ${max} streams open (maxStreamsPerClient).`;
     this.#countClientError('limit', error);
     // note: the refused invocation's upload items are ignored (unknown stream ids), as after it ends.
     if (message.invocationId !== undefined) return this.#complete(message.invocationId, { error });
