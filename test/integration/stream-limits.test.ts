@@ -98,7 +98,8 @@ describe('limits of streaming invocations', () => {
       message: JSON.stringify({ ...attacker.seen, echoes: 0 }),
     });
     const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
-    expect(echoMs).toBeLessThan(2_000);
+    // note: the old code stalled other clients for tens of seconds; headroom for a loaded machine.
+    expect(echoMs).toBeLessThan(5_000);
     expect(heapGrowth).toBeLessThan(MAX_HEAP_GROWTH);
     // the streams that were accepted still work, and free their places when they end
     sendAll(
@@ -136,8 +137,9 @@ describe('limits of streaming invocations', () => {
     );
     await waitFor(() => client.seen.results === UPLOADS, { timeoutMs: 30_000 });
     const elapsed = Date.now() - started;
-    // note: a copy of every open upload per item and per completion made this quadratic (many seconds).
-    expect(elapsed).toBeLessThan(3_000);
+    // note: a copy of every open upload per item and per completion made this quadratic: 25 s on an idle
+    // machine, where it now takes ~0.7 s (3 s seen under a load of 20 on two cores).
+    expect(elapsed).toBeLessThan(10_000);
     client.ws.terminate();
   });
 });
