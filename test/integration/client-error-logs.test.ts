@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_HUB_PATH } from '../../src/example/demo-hub.js';
-import { handshakeRequest, record, socketUrl } from '../helpers/raw-client.js';
+import { openCountingCompletions, record, sendInFrames } from '../helpers/raw-client.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -36,16 +36,7 @@ describe('client-caused errors in logs', () => {
     );
     // note: room for the replies, so that only the logs are measured here.
     server = await startServer({ logger, maxBufferedBytesPerClient: 16 * 1024 * 1024 });
-    const ws = new WebSocket(socketUrl(server.url(DEMO_HUB_PATH)));
-    let completions = 0;
-    ws.on('message', (data) => {
-      completions += data
-        .toString()
-        .split('\x1e')
-        .filter((r) => r.startsWith('{"type":3')).length;
-    });
-    await new Promise((resolve) => ws.once('open', resolve));
-    ws.send(handshakeRequest());
+    const { ws, completions } = await openCountingCompletions(server.url(DEMO_HUB_PATH));
     const longTarget = 'M'.repeat(32_000);
     const records: string[] = [];
     for (let i = 0; i < PER_KIND; i++) {
@@ -53,8 +44,8 @@ describe('client-caused errors in logs', () => {
       records.push(record({ type: 1, invocationId: `a${i}`, target: 'JoinGroup', arguments: [''] }));
     }
     // note: under the 1 MB frame limit: 30 records of ~32 KB at most per frame.
-    for (let at = 0; at < records.length; at += 30) ws.send(records.slice(at, at + 30).join(''));
-    await waitFor(() => completions === 2 * PER_KIND, { timeoutMs: 10_000 });
+    sendInFrames(ws, records, 30);
+    await waitFor(() => completions() === 2 * PER_KIND, { timeoutMs: 10_000 });
     // and one protocol violation, which closes the connection
     ws.send('{"type":1,"target":');
     await waitFor(() => ws.readyState === WebSocket.CLOSED);

@@ -4,13 +4,12 @@
  * disconnecting) costs a few UNSUBSCRIBE commands, not one per group, and leaves no subscription behind.
  */
 import { Redis } from 'ioredis';
-import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PubSubBackplane } from '../../src/backplane/pubsub/pubsub-backplane.js';
 import { DEMO_HUB_PATH, DEMO_MAX_GROUPS } from '../../src/example/demo-hub.js';
 import type { HubDefinition } from '../../src/hub/hub.js';
 import { ClientPool } from '../helpers/client.js';
-import { handshakeRequest, record, socketUrl } from '../helpers/raw-client.js';
+import { openCountingCompletions, record, sendInFrames } from '../helpers/raw-client.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import { startServer, type TestServer } from '../helpers/server.js';
@@ -97,21 +96,12 @@ describe('a connection with many groups disconnects (pubsub, private Redis)', ()
 
   it('unsubscribes in a few batched commands and leaves only the hub-wide channels', async () => {
     const baseline = await channels();
-    const ws = new WebSocket(socketUrl(server.url(HUB)));
-    let completions = 0;
-    ws.on('message', (data) => {
-      completions += data
-        .toString()
-        .split('\x1e')
-        .filter((r) => r.startsWith('{"type":3')).length;
-    });
-    await new Promise((resolve) => ws.once('open', resolve));
-    ws.send(handshakeRequest());
+    const { ws, completions } = await openCountingCompletions(server.url(HUB));
     const joins = Array.from({ length: GROUPS }, (_, i) =>
       record({ type: 1, invocationId: `j${i}`, target: 'Join', arguments: [`g${i}`] }),
     );
-    for (let at = 0; at < joins.length; at += 500) ws.send(joins.slice(at, at + 500).join(''));
-    await waitFor(() => completions === GROUPS, { timeoutMs: 15_000 });
+    sendInFrames(ws, joins, 500);
+    await waitFor(() => completions() === GROUPS, { timeoutMs: 15_000 });
     expect(await channels()).toBe(baseline + GROUPS + 1); // its groups and its connection channel
     const before = await unsubscribeCalls();
     ws.terminate();

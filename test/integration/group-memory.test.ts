@@ -5,9 +5,9 @@
  * child process with `--expose-gc` (test/fixtures/memory-instance.mjs, needs `npm run build`).
  */
 import { Redis } from 'ioredis';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { handshakeRequest, record, socketUrl } from '../helpers/raw-client.js';
+import { openCountingCompletions, record, sendInFrames } from '../helpers/raw-client.js';
 import { type Heap, type MemoryInstance, mb, startMemoryInstance } from '../helpers/memory-instance.js';
 import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -35,21 +35,12 @@ describe('memory after a connection with many groups disconnects', () => {
 
   /** Connects to /hubs/groups, joins `count` groups, and leaves the socket open. */
   async function joinMany(count: number, tag: string): Promise<WebSocket> {
-    const ws = new WebSocket(socketUrl(`${instance.base}/hubs/groups`));
-    let completions = 0;
-    ws.on('message', (data) => {
-      completions += data
-        .toString()
-        .split('\x1e')
-        .filter((r) => r.startsWith('{"type":3')).length;
-    });
-    await new Promise((resolve) => ws.once('open', resolve));
-    ws.send(handshakeRequest());
+    const { ws, completions } = await openCountingCompletions(`${instance.base}/hubs/groups`);
     const joins = Array.from({ length: count }, (_, i) =>
       record({ type: 1, invocationId: `j${i}`, target: 'Join', arguments: [`${tag}-${i}`] }),
     );
-    for (let at = 0; at < joins.length; at += 500) ws.send(joins.slice(at, at + 500).join(''));
-    await waitFor(() => completions === count, { timeoutMs: 20_000, message: `${count} joins` });
+    sendInFrames(ws, joins, 500);
+    await waitFor(() => completions() === count, { timeoutMs: 20_000, message: `${count} joins` });
     return ws;
   }
 
