@@ -6,8 +6,8 @@
  */
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { HubDefinition } from '../../src/hub/hub.js';
-import { handshakeRequest, record, socketUrl } from '../helpers/raw-client.js';
+import type { ConnectionContext, HubDefinition } from '../../src/hub/hub.js';
+import { handshakeRequest, RawClient, record, socketUrl } from '../helpers/raw-client.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -60,6 +60,16 @@ async function open(server: TestServer) {
 function sendAll(ws: WebSocket, records: string[]): void {
   for (let at = 0; at < records.length; at += 1_000) ws.send(records.slice(at, at + 1_000).join(''));
 }
+
+/** A server stream that ticks until it is cancelled (not an async generator: declared in `streams`). */
+const ticks = (ctx: ConnectionContext): AsyncIterable<number> => ({
+  async *[Symbol.asyncIterator]() {
+    for (let i = 0; !ctx.signal.aborted; i++) {
+      yield i;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  },
+});
 
 const upload = (k: number) =>
   record({ type: 1, invocationId: `i${k}`, target: 'Upload', arguments: [], streamIds: [`s${k}`] });
@@ -116,6 +126,30 @@ describe('limits of streaming invocations', () => {
     expect(attacker.seen.closed).toBe(false);
     attacker.ws.terminate();
     other.ws.terminate();
+  });
+
+  it('refuses a server stream past the cap with its completion, and closes a connection that floods uploads without ids', async () => {
+    server = await startServer(
+      { maxStreamsPerClient: 1 },
+      { [HUB]: { ...hub, streams: ['Ticks'], methods: { ...hub.methods, Ticks: ticks } } },
+    );
+    const client = await RawClient.connect(server.url(HUB), { negotiate: false });
+    await client.handshake();
+    await client.send({ type: 4, invocationId: 't1', target: 'Ticks', arguments: [] });
+    await client.waitForMessage((m) => m.type === 2 && m.invocationId === 't1');
+    await client.send({ type: 4, invocationId: 't2', target: 'Ticks', arguments: [] });
+    expect(await client.waitForMessage((m) => m.type === 3 && m.invocationId === 't2')).toEqual({
+      type: 3,
+      invocationId: 't2',
+      error: "Failed to invoke 'Ticks': the connection already has 1 streams open (maxStreamsPerClient).",
+    });
+    // note: an upload without an invocation id cannot be answered: past the cap the connection is closed.
+    await client.send({ type: 1, target: 'Upload', arguments: [], streamIds: ['u1'] });
+    expect(await client.waitForMessage((m) => m.type === 7)).toEqual({
+      type: 7,
+      error: "Failed to invoke 'Upload': the connection already has 1 streams open (maxStreamsPerClient).",
+      allowReconnect: false,
+    });
   });
 
   it('keeps the upload bookkeeping O(1) per item: 20,000 open uploads take their items quickly', async () => {
