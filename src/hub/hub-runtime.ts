@@ -54,6 +54,15 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     readonly options: HubOptions,
     readonly logger: Logger,
   ) {
+    for (const method of definition.streams ?? []) {
+      if (!Object.hasOwn(definition.methods, method)) {
+        throw new RelayhubError(
+          'ERR_CONFIG',
+          `Hub '${name}' lists '${method}' in streams, but has no such method.`,
+          { remedy: 'List in `streams` the names of methods (in `methods`) that return an AsyncIterable.' },
+        );
+      }
+    }
     this.clients = hubClients(this);
     this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane));
     this.groups = {

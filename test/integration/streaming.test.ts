@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HubError } from '../../src/errors.js';
 import type { ConnectionContext, HubDefinition } from '../../src/hub/hub.js';
 import { ClientPool } from '../helpers/client.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { HubServer } from '../../src/hub/hub-server.js';
+import { silentLogger, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const HUB = '/hubs/streaming-test';
@@ -274,6 +275,12 @@ describe('streaming', () => {
     await waitFor(() => s.completed || s.error);
     expect(s.error).toBeUndefined();
     expect(s.items).toEqual([2, 4, 6]);
+  });
+
+  it('refuses a streams list that names no method, when the hub is mapped', () => {
+    expect(() =>
+      new HubServer({ logger: silentLogger }).mapHub(HUB, { methods: {}, streams: ['Nope'] }),
+    ).toThrow("Hub '/hubs/streaming-test' lists 'Nope' in streams, but has no such method.");
   });
 
   it("refuses an invoke of a streaming method, and a stream of a non-streaming one, with SignalR's errors, without running them", async () => {
