@@ -63,6 +63,8 @@ interface PendingResult {
 }
 
 const ACK_INTERVAL_MS = 1_000;
+/** How long a refused, paused socket may take to flush its handshake error before it is dropped. */
+const CLOSE_GRACE_MS = 1_000;
 
 /**
  * One client connection of a hub: its socket (replaced on a stateful reconnect), the handshake, parsing,
@@ -398,6 +400,9 @@ export class Connection implements Addressable {
     if (ws?.readyState === WebSocket.OPEN) {
       ws.send(formatHandshakeError(reason));
       ws.close(1000);
+      // note: a paused socket never reads the client's close frame (ws would wait 30 s for it): drop it
+      // once the error has had time to go out.
+      if (this.#readPaused) setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     }
     this.#end(new ProtocolError(reason, 'ERR_HANDSHAKE'));
   }
