@@ -7,6 +7,7 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PubSubBackplane } from '../../src/backplane/pubsub/pubsub-backplane.js';
+import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH } from '../../src/example/demo-hub.js';
 import { handshakeRequest, record, socketUrl } from '../helpers/raw-client.js';
 import { uniquePrefix } from '../helpers/redis.js';
@@ -103,5 +104,28 @@ describe('a Redis stall while a connection registers', () => {
       redis.resume();
     }
     await waitFor(async () => (await health(server)).status === 'ok', { timeoutMs: 5_000 });
+  });
+
+  it('streams backplane: health is degraded while Redis stalls, and ready again after', async () => {
+    const streams = await startServer({
+      backplane: new StreamsBackplane({
+        redisUrl: redis.url,
+        channelPrefix: uniquePrefix('stall-streams'),
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
+        healthProbeIntervalMs: 200,
+      }),
+    });
+    try {
+      expect(await health(streams)).toEqual({ code: 200, status: 'ok' });
+      redis.pause();
+      try {
+        expect(await waitFor(async () => (await health(streams)).status === 'degraded')).toBe(true);
+      } finally {
+        redis.resume();
+      }
+      await waitFor(async () => (await health(streams)).status === 'ok', { timeoutMs: 5_000 });
+    } finally {
+      await streams.close();
+    }
   });
 });
