@@ -14,6 +14,12 @@ const port = (value: string): number => {
   return n;
 };
 
+const count = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('Use a non-negative integer.');
+  return n;
+};
+
 /** Options every command shares; each flag also reads an environment variable. */
 function withCommonOptions(command: Command): Command {
   return command
@@ -70,6 +76,18 @@ program.addCommand(
     )
     .addOption(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
+    )
+    .addOption(
+      // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
+      new Option(
+        '--example-app',
+        'mount the example orders API, POST /api/orders/:id/status (env EXAMPLE_APP=true; needs streams)',
+      ).default(process.env.EXAMPLE_APP === 'true' || process.env.EXAMPLE_APP === '1'),
+    )
+    .addOption(
+      new Option('--max-connections-per-address <n>', 'sockets one remote address may hold (0: no cap)')
+        .env('MAX_CONNECTIONS_PER_ADDRESS')
+        .argParser(count),
     )
     .action((options) => serve(options, logger())),
 );

@@ -1,6 +1,7 @@
 import { Cluster, type ClusterNode, type ClusterOptions, Redis } from 'ioredis';
 import {
   connectRedis,
+  DEFAULT_COMMAND_TIMEOUT_MS,
   DEFAULT_REDIS_URL,
   openRedis,
   type RedisConnectionOptions,
@@ -33,6 +34,12 @@ export interface RoleFlags {
   queueWhileOffline?: boolean;
   /** Batch the commands of one event-loop turn (per node on a Cluster). */
   autoPipelining?: boolean;
+  /**
+   * The role waits by design (a subscriber, a blocking reader): no command timeout. Else commands fail
+   * after `commandTimeoutMs`.
+   * @default queueWhileOffline
+   */
+  waits?: boolean;
 }
 
 export function isClusterTarget(target: RedisTarget | undefined): boolean {
@@ -70,6 +77,7 @@ export function openClient(options: RedisOptions, role: string, flags: RoleFlags
   }
   const maxDelay = options.maxRetryDelayMs ?? 2_000;
   const queue = flags.queueWhileOffline ?? false;
+  const waits = flags.waits ?? queue;
   const clusterOptions: ClusterOptions = {
     lazyConnect: true,
     enableOfflineQueue: queue,
@@ -85,6 +93,8 @@ export function openClient(options: RedisOptions, role: string, flags: RoleFlags
       connectTimeout: options.connectTimeoutMs ?? 5_000,
       maxRetriesPerRequest: queue ? null : 0,
       autoResubscribe: true,
+      // note: the same stall rule as on one node (see `commandTimeoutMs`).
+      ...(waits ? {} : { commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS }),
     },
   };
   if (target instanceof Cluster) return target.duplicate(undefined, { ...target.options, ...clusterOptions });

@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { describe } from '../backplane/pubsub/redis-connection.js';
+import { StallProbe } from '../backplane/pubsub/stall-probe.js';
 import { RelayhubError } from '../errors.js';
 import { ShardedSubscriber } from './sharded-subscriber.js';
 import { keySlot } from './slot.js';
@@ -23,7 +24,17 @@ import {
  */
 export type PubSubMode = 'classic' | 'sharded';
 
+/** Channels per UNSUBSCRIBE command when many go at once (a connection that leaves many groups). */
+const UNSUBSCRIBE_BATCH = 1_000;
+
 export interface PubSubBusOptions extends RedisOptions {
+  /**
+   * How often `health()` checks that Redis answers (a PING on each connection): a Redis that accepts
+   * connections but answers nothing makes `health().status` (and `/healthz`) `degraded` once a PING has
+   * waited this long.
+   * @default 1_000
+   */
+  healthProbeIntervalMs?: number;
   /**
    * How channels travel. Only a Cluster can be `sharded`.
    * @default 'sharded' on a Cluster, 'classic' on one node
@@ -57,6 +68,7 @@ export class PubSubBus {
   readonly #sharded: ShardedSubscriber | undefined;
   readonly #events: PubSubBusEvents;
   readonly #log: Logger;
+  readonly #probes: StallProbe[] = [];
   #connecting: Promise<void> | undefined;
   #closing = false;
   #wasReady = false;
@@ -122,8 +134,18 @@ export class PubSubBus {
         this.#sub?.disconnect();
         throw error;
       }
+      // note: sharded subscriber connections are not probed: the publisher's probe covers the cluster,
+      // and their placement is checked every second.
+      const interval = this.#options.healthProbeIntervalMs ?? 1_000;
+      this.#probes.push(new StallProbe(this.#pub, interval));
+      if (this.#sub) this.#probes.push(new StallProbe(this.#sub, interval));
     })();
     return this.#connecting;
+  }
+
+  /** A connection is up but Redis has not answered its PING in time. */
+  get stalled(): boolean {
+    return this.#probes.some((p) => p.stalled);
   }
 
   get ready(): boolean {
@@ -176,17 +198,27 @@ export class PubSubBus {
     else pending.catch((error: unknown) => this.#log.warn({ err: error, channel }, 'subscribe failed'));
   }
 
-  async unsubscribe(channel: string): Promise<void> {
-    if (this.#sharded) return this.#sharded.unsubscribe(channel);
+  /** Unsubscribes from channels, in commands of up to {@link UNSUBSCRIBE_BATCH} channels. */
+  async unsubscribe(channels: readonly string[]): Promise<void> {
+    if (this.#sharded) {
+      const sharded = this.#sharded;
+      await Promise.all(channels.map((channel) => sharded.unsubscribe(channel)));
+      return;
+    }
     const sub = this.#sub as RedisClient;
-    const pending = sub.unsubscribe(channel);
-    if (sub.status === 'ready') await pending;
-    else pending.catch((error: unknown) => this.#log.debug({ err: error, channel }, 'unsubscribe failed'));
+    const pending: Promise<unknown>[] = [];
+    for (let at = 0; at < channels.length; at += UNSUBSCRIBE_BATCH) {
+      pending.push(sub.unsubscribe(...channels.slice(at, at + UNSUBSCRIBE_BATCH)));
+    }
+    const done = Promise.all(pending);
+    if (sub.status === 'ready') await done;
+    else done.catch((error: unknown) => this.#log.debug({ err: error }, 'unsubscribe failed'));
   }
 
   /** Closes both connections. Idempotent. */
   async close(): Promise<void> {
     this.#closing = true;
+    for (const probe of this.#probes) probe.close();
     this.#sharded?.close();
     await Promise.allSettled([quitClient(this.#pub), ...(this.#sub ? [quitClient(this.#sub)] : [])]);
   }

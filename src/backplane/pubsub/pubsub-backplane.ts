@@ -1,8 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { type Logger, pino } from 'pino';
-import { RelayhubError } from '../../errors.js';
+import { HubError, RelayhubError } from '../../errors.js';
 import { isClusterTarget, targetOf } from '../../redis/connection.js';
-import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../../redis/keys.js';
+import {
+  DEFAULT_CHANNEL_PREFIX,
+  type HubChannels,
+  hubChannels,
+  validateChannelPrefix,
+} from '../../redis/keys.js';
 import { PubSubBus, type PubSubBusOptions } from '../../redis/pubsub.js';
 import { keySlot } from '../../redis/slot.js';
 import type { Audience, Backplane, BackplaneHealth, HubChannel, Interest, LocalHub } from '../backplane.js';
@@ -68,7 +73,7 @@ export class PubSubBackplane implements Backplane {
   #failedSends = 0;
 
   constructor(options: PubSubBackplaneOptions = {}) {
-    this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
+    this.#prefix = validateChannelPrefix(options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX);
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
     this.#partitions = options.broadcastPartitions ?? (isClusterTarget(targetOf(options)) ? 16 : 1);
     if (!Number.isInteger(this.#partitions) || this.#partitions < 1 || this.#partitions > 1_024) {
@@ -134,9 +139,11 @@ export class PubSubBackplane implements Backplane {
     await this.#bus.subscribe(channel);
   }
 
-  async unsubscribe(channel: string): Promise<void> {
-    this.#routes.delete(channel);
-    await this.#bus.unsubscribe(channel);
+  /** Unsubscribes from one or many channels (batched by the bus). */
+  async unsubscribe(channels: string | readonly string[]): Promise<void> {
+    const all = typeof channels === 'string' ? [channels] : channels;
+    for (const channel of all) this.#routes.delete(channel);
+    await this.#bus.unsubscribe(all);
   }
 
   /** The broadcast channel this instance publishes on: always the same one, so its broadcasts stay in order. */
@@ -160,7 +167,7 @@ export class PubSubBackplane implements Backplane {
   }
 
   health(): BackplaneHealth {
-    const status = this.#closing ? 'down' : this.#bus.ready ? 'ready' : 'degraded';
+    const status = this.#closing ? 'down' : this.#bus.ready && !this.#bus.stalled ? 'ready' : 'degraded';
     return { status, possibleGaps: this.#possibleGaps, failedSends: this.#failedSends };
   }
 
@@ -220,14 +227,20 @@ class PubSubChannel implements HubChannel {
   }
 
   unfollow(kind: Interest, name: string): Promise<void> {
+    return this.unfollowMany([[kind, name]]);
+  }
+
+  unfollowMany(interests: readonly (readonly [Interest, string])[]): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    const channel =
-      kind === 'connection'
-        ? this.names.connection(name)
-        : kind === 'user'
-          ? this.names.user(name)
-          : this.names.group(name);
-    return this.backplane.unsubscribe(channel);
+    return this.backplane.unsubscribe(interests.map(([kind, name]) => this.#channelOf(kind, name)));
+  }
+
+  #channelOf(kind: Interest, name: string): string {
+    return kind === 'connection'
+      ? this.names.connection(name)
+      : kind === 'user'
+        ? this.names.user(name)
+        : this.names.group(name);
   }
 
   // ---- sends ----
@@ -404,8 +417,11 @@ class PubSubChannel implements HubChannel {
 
   #onReply(header: Header, body: string): void {
     if (header.k !== 'r') return;
+    // note: a HubError stays one, so that its text reaches the client as it would from the owner itself.
     const error = header.code
-      ? new RelayhubError(header.code as RelayhubError['code'], header.m ?? 'The request failed.')
+      ? header.code === 'ERR_HUB_METHOD'
+        ? new HubError(header.m ?? 'The request failed.')
+        : new RelayhubError(header.code as RelayhubError['code'], header.m ?? 'The request failed.')
       : undefined;
     this.#settle(header.id, body, error);
   }

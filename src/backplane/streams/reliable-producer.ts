@@ -10,7 +10,7 @@ import {
   type RedisTarget,
   targetOf,
 } from '../../redis/connection.js';
-import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../../redis/keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys, validateUserId } from '../../redis/keys.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { ACK_SCRIPT, BEAT_USER_SCRIPT, ROUTE_SCRIPT, SEND_SCRIPT } from './scripts.js';
@@ -114,7 +114,7 @@ export async function sendReliable(
   message: ReliableMessage,
   durability: Durability = { replicas: 0, replicaTimeoutMs: 0 },
 ): Promise<ReliableSendResult> {
-  const user = keys.user(message.userId);
+  const user = keys.user(validateUserId(message.userId));
   const args = [
     user.seq,
     user.inbox,

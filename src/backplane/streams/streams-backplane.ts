@@ -10,6 +10,7 @@ import type {
 } from '../backplane.js';
 import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../../redis/keys.js';
 import { PubSubBackplane, type PubSubBackplaneOptions } from '../pubsub/pubsub-backplane.js';
+import { StallProbe } from '../pubsub/stall-probe.js';
 import { durabilityFor } from './reliable-producer.js';
 import {
   DEFAULT_RELIABLE_OPTIONS,
@@ -44,6 +45,7 @@ export class StreamsBackplane implements Backplane {
   readonly #log: Logger;
   readonly #lanes = new Set<StreamsLane>();
   readonly #connections: RedisClient[] = [];
+  readonly #probes: StallProbe[] = [];
   #closing: Promise<void> | undefined;
 
   constructor(options: StreamsBackplaneOptions = {}) {
@@ -68,12 +70,13 @@ export class StreamsBackplane implements Backplane {
     const target = targetOf(this.#options);
     const timeout = this.#options.connectTimeoutMs ?? 5_000;
     const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`);
-    const blocking = openClient(this.#options, `relayhub:${this.instanceId}:lane-read`);
+    const blocking = openClient(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
     this.#connections.push(redis, blocking);
     for (const connection of [redis, blocking]) {
       connection.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
     }
     await Promise.all([connectClient(redis, target, timeout), connectClient(blocking, target, timeout)]);
+    this.#probes.push(new StallProbe(redis, this.#options.healthProbeIntervalMs ?? 1_000));
     const lane = new StreamsLane({
       redis,
       blocking,
@@ -92,12 +95,14 @@ export class StreamsBackplane implements Backplane {
 
   health(): BackplaneHealth {
     const health = this.#pubsub.health();
-    const laneDown = this.#connections.some((c) => c.status !== 'ready');
+    const laneDown =
+      this.#connections.some((c) => c.status !== 'ready') || this.#probes.some((p) => p.stalled);
     return laneDown && health.status === 'ready' ? { ...health, status: 'degraded' } : health;
   }
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      for (const probe of this.#probes) probe.close();
       await Promise.allSettled([...this.#lanes].map((lane) => lane.close()));
       for (const connection of this.#connections) {
         if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
