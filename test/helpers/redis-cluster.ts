@@ -66,9 +66,9 @@ export class RedisCluster {
     const cluster = new RedisCluster(await mkdtemp(join(tmpdir(), 'relayhub-cluster-')));
     try {
       const taken = new Set<number>();
-      const ports: number[] = [];
-      for (let i = 0; i < primaries * (1 + replicas); i++) ports.push(await clusterPort(taken));
-      await Promise.all(ports.map((port) => cluster.#spawn(port)));
+      const ports = await Promise.all(
+        Array.from({ length: primaries * (1 + replicas) }, () => cluster.#spawnOnFreePort(taken)),
+      );
       await run(
         'redis-cli',
         [
@@ -92,6 +92,32 @@ export class RedisCluster {
   /** Seed URLs (every node), as `REDIS_URL` takes them with `--redis-cluster`. */
   get urls(): string[] {
     return this.nodes.map((n) => n.url);
+  }
+
+  /**
+   * Starts a node on a port found free; when it does not come up (another process took the port or its
+   * bus port meanwhile, which happens on a busy machine), tries again on another port.
+   */
+  async #spawnOnFreePort(taken: Set<number>): Promise<number> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const port = await clusterPort(taken);
+      try {
+        await this.#spawn(port);
+        return port;
+      } catch (error) {
+        lastError = error;
+        this.#forget(port);
+      }
+    }
+    throw lastError;
+  }
+
+  #forget(port: number): void {
+    this.#children.get(port)?.kill('SIGKILL');
+    this.#children.delete(port);
+    const index = this.nodes.findIndex((n) => n.port === port);
+    if (index >= 0) this.nodes.splice(index, 1);
   }
 
   async #spawn(port: number): Promise<void> {
@@ -141,6 +167,9 @@ export class RedisCluster {
     this.nodes.push(node);
     const deadline = Date.now() + 10_000;
     for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`cluster node on ${port} exited at start (port taken?)`);
+      }
       try {
         node.id = (await this.#command(port, ['CLUSTER', 'MYID'])).trim();
         if (node.id) return;
