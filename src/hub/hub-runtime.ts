@@ -10,8 +10,8 @@ import type {
 } from '../backplane/backplane.js';
 import type { HubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
-import { formatMessage } from '../protocol/json-protocol.js';
 import { MessageType } from '../protocol/messages.js';
+import { SharedMessage } from '../protocol/shared-message.js';
 import type { Principal } from './auth.js';
 import {
   type CallerClients,
@@ -39,6 +39,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   readonly reliable: ReliableClients;
   readonly registry = new LocalRegistry<Connection>();
   readonly #byToken = new Map<string, Connection>();
+  /** The message of the latest publish(), which the backplane hands back to deliver() for local delivery. */
+  #lastPublished: SharedMessage | undefined;
   #channel: HubChannel | undefined;
   #lane: ReliableLane | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -97,9 +99,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   // ---- ClientSink: what the client proxies call ----
 
   publish(audience: Audience, target: string, args: unknown[]): Promise<void> {
-    // note: encoded once per send, whatever the number of recipients.
-    const frame = formatMessage({ type: MessageType.Invocation, target, arguments: args });
-    return this.#requireChannel().publish(audience, frame);
+    // note: encoded once per send and protocol, whatever the number of recipients; the backplane carries
+    // the wire form once, and deliver() below reuses this message for the local connections.
+    const message = SharedMessage.of({ type: MessageType.Invocation, target, arguments: args });
+    this.#lastPublished = message;
+    return this.#requireChannel().publish(audience, message.wire);
   }
 
   invokeClient(connectionId: string, target: string, args: unknown[]): Promise<unknown> {
@@ -118,7 +122,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   // ---- LocalHub: what the backplane calls ----
 
   deliver(audience: Audience, frame: string): void {
-    this.registry.deliver(audience, frame);
+    // note: the backplanes deliver locally within publish(), so the message just published is the one
+    // arriving here, with its encodings; a frame from another instance is rebuilt (and encoded) once.
+    const last = this.#lastPublished;
+    const message = last?.wire === frame ? last : SharedMessage.fromWire(frame);
+    this.registry.deliver(audience, message);
   }
 
   async addToGroup(connectionId: string, group: string): Promise<boolean> {
@@ -178,12 +186,22 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     error: Error | undefined,
     reached: { registered: boolean; connected: boolean },
   ): void {
-    this.#byToken.delete(connection.token);
+    this.#forgetToken(connection);
     if (reached.registered) this.#unfollowGone(connection);
     if (!reached.connected || !this.definition.onDisconnected) return;
     Promise.resolve()
       .then(() => this.definition.onDisconnected?.(connection.context, error))
       .catch((caught: unknown) => this.logger.error({ err: caught }, 'onDisconnected failed'));
+  }
+
+  /** A long polling connection stays reachable until its last data (its Close message) was polled. */
+  #forgetToken(connection: Connection): void {
+    const forget = () => {
+      if (this.#byToken.get(connection.token) === connection) this.#byToken.delete(connection.token);
+    };
+    const drained = connection.transport?.drained;
+    if (drained) void drained.then(forget);
+    else forget();
   }
 
   #unfollowGone(connection: Connection): void {

@@ -16,6 +16,8 @@ import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { HubRuntime } from './hub-runtime.js';
+import { WebSocketTransport } from '../transport/websocket.js';
+import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
 
 export interface HubServerOptions extends Partial<HubOptions> {
   /**
@@ -37,8 +39,6 @@ export interface HubServerOptions extends Partial<HubOptions> {
    */
   fallback?: RequestListener;
 }
-
-const MIN_FRAME_BYTES = 1 << 20;
 
 /**
  * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket at `<hub>`, and
@@ -67,7 +67,7 @@ export class HubServer {
       noServer: true,
       perMessageDeflate: false,
       // note: a frame may batch many records; each record is checked against maximumReceiveMessageSize.
-      maxPayload: Math.max(this.#options.maximumReceiveMessageSize * 4, MIN_FRAME_BYTES),
+      maxPayload: maxPayloadBytes(this.#options),
     });
   }
 
@@ -155,10 +155,13 @@ export class HubServer {
         return;
       }
     }
-    if (this.#hubs.has(url.pathname)) {
-      return json(res, 400, {
-        error: 'This hub accepts WebSocket connections only (no SSE or long polling).',
+    const hub = this.#hubs.get(url.pathname);
+    if (hub) {
+      this.#onTransportRequest(hub, req, res, url).catch((error: unknown) => {
+        this.#logger.error({ err: error }, 'transport request failed');
+        if (!res.headersSent) json(res, 500, { error: 'Internal server error.' });
       });
+      return;
     }
     if (this.#fallback) return void this.#fallback(req, res);
     json(res, 404, { error: 'Not found.' });
@@ -179,7 +182,7 @@ export class HubServer {
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
     const connection = hub.createConnection(principal, { statefulReconnect: stateful, v0: version < 1 });
-    const transports = [{ transport: 'WebSockets', transferFormats: ['Text'] }];
+    const transports = availableTransports(this.#options);
     json(
       res,
       200,
@@ -195,11 +198,29 @@ export class HubServer {
     );
   }
 
+  /** `GET`/`POST`/`DELETE <hub>?id=`: Server-Sent Events and long polling. */
+  async #onTransportRequest(
+    hub: HubRuntime,
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+  ): Promise<void> {
+    if (this.#closing && req.method === 'GET')
+      return json(res, 503, { error: 'The server is shutting down.' });
+    const principal = await this.#authenticateRequest(req, url);
+    if (!principal) {
+      res.setHeader('WWW-Authenticate', 'Bearer');
+      return json(res, 401, { error: 'Unauthorized.' });
+    }
+    serveHttpTransport(hub, req, res, url, principal);
+  }
+
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
     const url = requestUrl(req);
     const hub = this.#hubs.get(url.pathname);
-    if (!hub) return rejectUpgrade(socket, 404, 'Not Found');
+    if (!hub || !this.#options.transports.includes('WebSockets'))
+      return rejectUpgrade(socket, 404, 'Not Found');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     const principal = await this.#authenticateRequest(req, url);
     if (!principal) return rejectUpgrade(socket, 401, 'Unauthorized');
@@ -218,7 +239,7 @@ export class HubServer {
         ws.close(1001);
         return;
       }
-      bound.attach(ws);
+      bound.attach(new WebSocketTransport(ws));
     });
   }
 
