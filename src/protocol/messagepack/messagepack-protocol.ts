@@ -85,7 +85,9 @@ function toArray(message: HubMessage): unknown[] {
     case MessageType.Ping:
       return [6];
     case MessageType.Close:
-      return [7, message.error ?? null, message.allowReconnect ?? false];
+      return message.allowReconnect === undefined
+        ? [7, message.error ?? null]
+        : [7, message.error ?? null, message.allowReconnect];
     case MessageType.Ack:
     case MessageType.Sequence:
       return [message.type, message.sequenceId];
