@@ -3,7 +3,7 @@
 import { decode, encode } from '@msgpack/msgpack';
 import { Packr, Unpackr } from 'msgpackr';
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
+const packr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 const message = [
   1,

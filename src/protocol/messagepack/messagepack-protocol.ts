@@ -6,7 +6,13 @@ import { readLengthPrefix, writeLengthPrefix } from './varint.js';
 
 // note: plain MessagePack only: no msgpackr records or extra types, which other decoders do not read;
 // undefined is nil (as the official clients write it); dates are the Timestamp extension (-1) both ways.
-const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: true });
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  encodeUndefinedAsNil: true,
+  // note: the smallest map header (fixmap for {}), as other encoders write, at a small cost in speed.
+  variableMapSize: true,
+});
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
 /** Completion result kinds (the fourth element of a Completion array). */
