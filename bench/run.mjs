@@ -45,7 +45,7 @@ const socketioClient = process.env.BENCH_SOCKETIO_CLIENT ?? 'raw';
 const profileArgs = process.env.BENCH_PROFILE_DIR
   ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
   : [];
-const deadlineMs = env('BENCH_MAX_MS', 60_000 + 45_000 * systems.length);
+const deadlineMs = env('BENCH_MAX_MS', 60_000 + 60_000 * systems.length);
 
 const loopback = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 if (!loopback.test(new URL(redisUrl).hostname)) {
