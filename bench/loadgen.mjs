@@ -95,33 +95,44 @@ function openSocket(url, onMessage, binary = false) {
 }
 
 /**
+ * Negotiates, opens the WebSocket with the connection token and completes the handshake; after it, every
+ * frame goes to `onFrame` (text, or a Buffer when `binary`). The handshake response comes alone in the
+ * first frame, as JSON text in a text frame (json) or a binary one (messagepack).
+ */
+async function openHub(baseUrl, onFrame, { handshake, binary }) {
+  const res = await fetch(`${baseUrl}${hubPath}/negotiate?negotiateVersion=1`, { method: 'POST' });
+  if (res.status !== 200) throw new Error(`negotiate answered ${res.status}`);
+  const { connectionToken } = await res.json();
+  let handshaken;
+  const done = new Promise((resolve, reject) => {
+    handshaken = { resolve, reject };
+    setTimeout(() => reject(new Error('no handshake response within 10 s')), 10_000).unref();
+  });
+  let open = false;
+  const ws = await openSocket(
+    `${baseUrl.replace(/^http/, 'ws')}${hubPath}?id=${encodeURIComponent(connectionToken)}`,
+    (data) => {
+      if (open) return onFrame(data);
+      const text = binary ? data.toString('utf8', 0, data.indexOf(0x1e)) : data;
+      if (text.startsWith('{}')) {
+        open = true;
+        handshaken.resolve();
+      } else handshaken.reject(new Error(`handshake refused: ${text}`));
+    },
+    binary,
+  );
+  ws.send(handshake);
+  await done;
+  return ws;
+}
+
+/**
  * relayhub: a raw `ws` client speaking the SignalR JSON protocol (negotiate, handshake, records split on
  * 0x1E). The official @microsoft/signalr client is too heavy to run 500 of them in one load generator.
  */
 const relayhub = {
   async connect(baseUrl, onFrame) {
-    const res = await fetch(`${baseUrl}${hubPath}/negotiate?negotiateVersion=1`, { method: 'POST' });
-    if (res.status !== 200) throw new Error(`negotiate answered ${res.status}`);
-    const { connectionToken } = await res.json();
-    let handshaken;
-    const done = new Promise((resolve, reject) => {
-      handshaken = { resolve, reject };
-      setTimeout(() => reject(new Error('no handshake response within 10 s')), 10_000).unref();
-    });
-    let open = false;
-    const ws = await openSocket(
-      `${baseUrl.replace(/^http/, 'ws')}${hubPath}?id=${encodeURIComponent(connectionToken)}`,
-      (text) => {
-        if (open) return onFrame(text);
-        // note: the handshake response comes alone in the first frame.
-        if (text.startsWith('{}')) {
-          open = true;
-          handshaken.resolve();
-        } else handshaken.reject(new Error(`handshake refused: ${text}`));
-      },
-    );
-    ws.send(HANDSHAKE);
-    await done;
+    const ws = await openHub(baseUrl, onFrame, { handshake: HANDSHAKE, binary: false });
     const keepAlive = setInterval(() => ws.readyState === ws.OPEN && ws.send(PING), 10_000);
     return {
       /** Fire-and-forget `SendToAll(text)` invocations (no invocationId: no completion), in one frame. */
@@ -176,29 +187,7 @@ const PACKED_MESSAGE = Buffer.from([0x95, 0x01, 0x80, 0xc0, 0xa7, ...Buffer.from
  */
 const relayhubPacked = {
   async connect(baseUrl, onFrame) {
-    const res = await fetch(`${baseUrl}${hubPath}/negotiate?negotiateVersion=1`, { method: 'POST' });
-    if (res.status !== 200) throw new Error(`negotiate answered ${res.status}`);
-    const { connectionToken } = await res.json();
-    let handshaken;
-    const done = new Promise((resolve, reject) => {
-      handshaken = { resolve, reject };
-      setTimeout(() => reject(new Error('no handshake response within 10 s')), 10_000).unref();
-    });
-    let open = false;
-    const ws = await openSocket(
-      `${baseUrl.replace(/^http/, 'ws')}${hubPath}?id=${encodeURIComponent(connectionToken)}`,
-      (data) => {
-        if (open) return onFrame(data);
-        const text = data.toString('utf8', 0, data.indexOf(0x1e));
-        if (text === '{}') {
-          open = true;
-          handshaken.resolve();
-        } else handshaken.reject(new Error(`handshake refused: ${text}`));
-      },
-      true,
-    );
-    ws.send(PACKED_HANDSHAKE);
-    await done;
+    const ws = await openHub(baseUrl, onFrame, { handshake: PACKED_HANDSHAKE, binary: true });
     const keepAlive = setInterval(() => ws.readyState === ws.OPEN && ws.send(PACKED_PING), 10_000);
     return {
       publish(texts) {

@@ -14,6 +14,7 @@ import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const RS = '\x1e';
+const CHUNK = 'z'.repeat(16 * 1024);
 
 describe('HTTP transports', () => {
   const clients = new ClientPool();
@@ -43,6 +44,23 @@ describe('HTTP transports', () => {
   }
 
   const at = (s: TestServer, id: string) => `${s.url()}?id=${id}`;
+
+  /**
+   * Broadcasts 16 KB messages until `connectionId` is disconnected (at most 64 MB: the kernel buffers of a
+   * loopback socket take a few MB before the server itself has to hold bytes for a client that does not
+   * read), one per event-loop turn, while the reading client keeps up. Returns how many were sent.
+   */
+  async function floodUntilGone(s: TestServer, connectionId: string, received: unknown[][]): Promise<number> {
+    const hub = s.server.hub(DEMO_HUB_PATH);
+    let sent = 0;
+    while (!disconnects.has(connectionId) && sent < 4_096) {
+      await hub.clients.all.send('message', 'server', `${sent}:${CHUNK}`);
+      sent++;
+      await new Promise((resolve) => setImmediate(resolve));
+      if (sent % 4 === 0) await waitFor(() => received.length >= sent - 4, { timeoutMs: 10_000 });
+    }
+    return sent;
+  }
 
   it('answers 400 without id, 404 for an unknown id, 405 for other methods', async () => {
     const s = await start();
@@ -209,19 +227,12 @@ describe('HTTP transports', () => {
     await fetch(url);
     await fetch(url, { method: 'POST', body: `{"protocol":"json","version":1}${RS}` });
     await waitFor(() => s.server.connectionCount === 2);
-    const hub = s.server.hub(DEMO_HUB_PATH);
-    const chunk = 'z'.repeat(16 * 1024);
-    let sent = 0;
-    while (!disconnects.has(connectionId) && sent < 64) {
-      await hub.clients.all.send('message', 'server', `${sent}:${chunk}`);
-      sent++;
-      await waitFor(() => received.length >= sent, { timeoutMs: 10_000 });
-    }
+    const sent = await floodUntilGone(s, connectionId, received);
     const error = disconnects.get(connectionId) as Error & { code?: string };
     expect(error.code).toBe('ERR_SLOW_CONSUMER');
     // note: not before the limit: its backlog had reached 64 KB (four chunks and their framing).
-    expect(sent * chunk.length).toBeGreaterThanOrEqual(64 * 1024);
-    expect(received).toHaveLength(sent);
+    expect(sent * CHUNK.length).toBeGreaterThanOrEqual(64 * 1024);
+    await waitFor(() => received.length === sent, { timeoutMs: 10_000 });
     expect(await reader.invoke('Echo', 'still here')).toBe('still here');
   });
 
@@ -237,24 +248,13 @@ describe('HTTP transports', () => {
     paused.pause();
     await fetch(url, { method: 'POST', body: `{"protocol":"json","version":1}${RS}` });
     await waitFor(() => s.server.connectionCount === 2);
-    const hub = s.server.hub(DEMO_HUB_PATH);
-    const chunk = 'z'.repeat(16 * 1024);
-    let sent = 0;
-    // note: at most 64 MB; the kernel buffers of a loopback socket take a few MB before the server
-    // itself has to hold bytes for the client.
-    while (!disconnects.has(connectionId) && sent < 4_096) {
-      await hub.clients.all.send('message', 'server', `${sent}:${chunk}`);
-      sent++;
-      await new Promise((resolve) => setImmediate(resolve));
-      // note: the reading client keeps up, so that only the one that does not read falls behind.
-      if (sent % 4 === 0) await waitFor(() => received.length >= sent - 4, { timeoutMs: 10_000 });
-    }
+    const sent = await floodUntilGone(s, connectionId, received);
     paused.destroy();
     const error = disconnects.get(connectionId) as Error & { code?: string };
     expect(error.code).toBe('ERR_SLOW_CONSUMER');
     expect(error.message).toMatch(/more than 65536 bytes queued/);
     // note: well past the limit: the kernel took the first bytes, the server held the rest.
-    expect(sent * chunk.length).toBeGreaterThan(64 * 1024);
+    expect(sent * CHUNK.length).toBeGreaterThan(64 * 1024);
     await waitFor(() => received.length === sent, { timeoutMs: 10_000 });
     expect(await reader.invoke('Echo', 'still here')).toBe('still here');
   });
