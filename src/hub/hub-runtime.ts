@@ -26,6 +26,21 @@ import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
 
+/** How long shutdown waits for long-polling clients to collect their Close message. */
+const DRAIN_LONG_POLLS_MS = 2_000;
+
+/** Waits (bounded) until every long-polling connection's last data was polled. */
+async function drainLongPolls(connections: readonly Connection[]): Promise<void> {
+  const drains = connections.flatMap((c) => (c.transport?.drained ? [c.transport.drained] : []));
+  if (drains.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(drains),
+    new Promise((resolve) => (timer = setTimeout(resolve, DRAIN_LONG_POLLS_MS))),
+  ]);
+  clearTimeout(timer);
+}
+
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
 const newId = (): string => randomBytes(16).toString('base64url');
 
@@ -238,7 +253,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   close(reason: string): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
-      for (const connection of [...this.#byToken.values()]) connection.close(reason, true);
+      const connections = [...this.#byToken.values()];
+      for (const connection of connections) connection.close(reason, true);
+      await drainLongPolls(connections);
       await this.#lane?.close();
       await this.#channel?.close();
     })();

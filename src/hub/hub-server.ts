@@ -205,8 +205,8 @@ export class HubServer {
     res: ServerResponse,
     url: URL,
   ): Promise<void> {
-    if (this.#closing && req.method === 'GET')
-      return json(res, 503, { error: 'The server is shutting down.' });
+    // note: no 503 while closing: the long polls that collect the last Close messages must get through; new
+    // transports cannot start, the connections having ended.
     const principal = await this.#authenticateRequest(req, url);
     if (!principal) {
       res.setHeader('WWW-Authenticate', 'Bearer');

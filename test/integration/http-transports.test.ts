@@ -198,6 +198,44 @@ describe('HTTP transports', () => {
     expect(s.server.connectionCount).toBe(0);
   });
 
+  it('keeps SSE and long polling alive with Pings, and closes a client that sends nothing', async () => {
+    const s = await start({ keepAliveIntervalMs: 100, clientTimeoutMs: 500 });
+    const polled = await token(s);
+    const pollUrl = at(s, polled.connectionToken);
+    await fetch(pollUrl);
+    await fetch(pollUrl, { method: 'POST', body: `{"protocol":"json","version":1}${RS}` });
+    expect(await (await fetch(pollUrl)).text()).toBe(`{}${RS}`);
+    expect(await (await fetch(pollUrl)).text()).toContain(`{"type":6}${RS}`);
+
+    const streamed = await token(s);
+    const streamUrl = at(s, streamed.connectionToken);
+    const stream = await fetch(streamUrl, { headers: { Accept: 'text/event-stream' } });
+    await fetch(streamUrl, { method: 'POST', body: `{"protocol":"json","version":1}${RS}` });
+    // note: the stream ends once the server closed the silent client; the Close message is its last event.
+    const text = await stream.text();
+    expect(text).toContain(`data: {"type":6}${RS}\r\n\r\n`);
+    expect(text).toMatch(
+      /data: \{"type":7,"error":"Client timeout: nothing was received from the client for 500 ms\.","allowReconnect":true\}\x1e\r\n\r\n$/,
+    );
+    await waitFor(() => disconnects.has(streamed.connectionId));
+  });
+
+  it.each([
+    ['ServerSentEvents', HttpTransportType.ServerSentEvents],
+    ['LongPolling', HttpTransportType.LongPolling],
+  ])(
+    'graceful shutdown reaches a %s client as a Close that allows reconnecting',
+    async (_name, transport) => {
+      const s = await start();
+      const c = await clients.connect(s.url(), { transport, reconnectDelays: [60_000] });
+      const reconnecting: (Error | undefined)[] = [];
+      c.onreconnecting((error) => reconnecting.push(error));
+      await s.server.close('Going away for maintenance.');
+      await waitFor(() => reconnecting.length === 1);
+      expect(reconnecting[0]?.message).toMatch(/Going away for maintenance\./);
+    },
+  );
+
   it('disconnects a long-polling client that stops polling', async () => {
     const s = await start({ clientTimeoutMs: 400, keepAliveIntervalMs: 100 });
     const { connectionId, connectionToken } = await token(s);
