@@ -154,10 +154,6 @@ export class Connection implements Addressable {
     return this.#lastTransport;
   }
 
-  get protocol(): HubProtocol {
-    return this.#protocol;
-  }
-
   /**
    * True when a socket may bind to this connection now: a new one, or a stateful one whose socket dropped
    * or (as in ASP.NET) whose client came back before the server noticed its old socket dropped.
