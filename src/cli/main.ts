@@ -14,6 +14,13 @@ const port = (value: string): number => {
   return n;
 };
 
+/** A comma-separated list; the hub options check its items. */
+const list = (value: string): string[] =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+
 /** Options every command shares; each flag also reads an environment variable. */
 function withCommonOptions(command: Command): Command {
   return command
@@ -44,7 +51,7 @@ function databaseUrlOption(): Option {
 }
 
 const program = new Command('relayhub')
-  .description('Realtime hub server speaking the SignalR JSON protocol, scaled out through Redis.')
+  .description('Realtime hub server speaking the SignalR hub protocols, scaled out through Redis.')
   .showHelpAfterError();
 
 program.addCommand(
@@ -58,6 +65,16 @@ program.addCommand(
     )
     .addOption(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
+    )
+    .addOption(
+      new Option('--transports <list>', 'transports to offer: WebSockets,ServerSentEvents,LongPolling')
+        .env('TRANSPORTS')
+        .argParser(list),
+    )
+    .addOption(
+      new Option('--protocols <list>', 'hub protocols to accept: json,messagepack')
+        .env('PROTOCOLS')
+        .argParser(list),
     )
     .action((options) => serve(options, logger())),
 );

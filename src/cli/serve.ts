@@ -8,6 +8,8 @@ import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { HubServer } from '../hub/hub-server.js';
+import type { ProtocolName } from '../protocol/hub-protocol.js';
+import type { TransportKind } from '../transport/transport.js';
 
 export interface ServeOptions {
   port: number;
@@ -18,6 +20,10 @@ export interface ServeOptions {
   instanceId?: string;
   jwtSecret?: string;
   databaseUrl: string;
+  /** @default every transport (see `HubOptions.transports`) */
+  transports?: TransportKind[];
+  /** @default every protocol (see `HubOptions.protocols`) */
+  protocols?: ProtocolName[];
 }
 
 function createBackplane(options: ServeOptions, logger: Logger): Backplane {
@@ -47,6 +53,8 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     backplane: createBackplane(options, logger),
     logger,
     ...(pool ? { fallback: ordersApi(pool) } : {}),
+    ...(options.transports ? { transports: options.transports } : {}),
+    ...(options.protocols ? { protocols: options.protocols } : {}),
   });
   server.mapHub(DEMO_HUB_PATH, demoHub);
   let address: { port: number };

@@ -10,6 +10,7 @@ import { HttpTransportType, type HubConnection } from '@microsoft/signalr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientPool, record } from '../helpers/client.js';
 import { InstancePool, type InstanceProcess } from '../helpers/process.js';
+import { negotiate } from '../helpers/raw-ws.js';
 import { deletePrefix, REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { signToken } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -69,5 +70,25 @@ describe('protocols and transports across instances', () => {
       expect(first!.text).toBe('packed');
       expect(second).toEqual({ text: 'plain', n: 1 });
     }
+  });
+
+  it('relayhub serve --transports / --protocols turn transports and protocols off', async () => {
+    const only = await instances.start({
+      redisUrl: REDIS_URL,
+      channelPrefix,
+      args: ['--transports', 'WebSockets,LongPolling', '--protocols', 'messagepack'],
+    });
+    const { body } = await negotiate(only.url(), '?negotiateVersion=1', {
+      headers: { Authorization: `Bearer ${await signToken('cli-user')}` },
+    });
+    expect(body.availableTransports).toEqual([
+      { transport: 'WebSockets', transferFormats: ['Binary'] },
+      { transport: 'LongPolling', transferFormats: ['Binary'] },
+    ]);
+    const packed = await clients.connect(only.url(), {
+      token: await signToken('cli-user'),
+      protocol: 'messagepack',
+    });
+    expect(await packed.invoke('Echo', 'packed')).toBe('packed');
   });
 });
