@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpTransportType } from '@microsoft/signalr';
 import { ClientPool } from '../helpers/client.js';
-import { lengthPrefix, packed, RawMsgpackClient } from '../helpers/raw-msgpack.js';
+import { lengthPrefix, packed, RawMsgpackClient, unpackAll } from '../helpers/raw-msgpack.js';
+import { negotiate } from '../helpers/raw-ws.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -172,5 +173,23 @@ describe('bad MessagePack input', () => {
       error: "The protocol 'messagepack' is not supported; this server speaks 'json'.",
     });
     expect(await raw.waitForClose()).toBe(1000);
+  });
+
+  it('closes a long-polling MessagePack connection on bad input too, the Close collected by the next poll', async () => {
+    server ??= await startServer();
+    const s = server;
+    const { body } = await negotiate(s.url());
+    const url = `${s.url()}?id=${body.connectionToken as string}`;
+    await fetch(url);
+    await fetch(url, { method: 'POST', body: `{"protocol":"messagepack","version":1}\x1e` });
+    const handshake = Buffer.from(await (await fetch(url)).arrayBuffer());
+    expect(handshake.toString()).toBe('{}\x1e');
+    expect((await fetch(url, { method: 'POST', body: Buffer.from([0x80]) })).status).toBe(200);
+    const poll = await fetch(url);
+    expect(poll.headers.get('content-type')).toBe('application/octet-stream');
+    expect(unpackAll(Buffer.from(await poll.arrayBuffer()))).toEqual([
+      [7, 'MessagePack length prefix is truncated.', false],
+    ]);
+    expect((await fetch(url)).status).toBe(404);
   });
 });
