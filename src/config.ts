@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { RelayhubError } from './errors.js';
+import { PROTOCOL_NAMES } from './protocol/handshake.js';
 import type { ProtocolName } from './protocol/hub-protocol.js';
-import type { TransportKind } from './transport/transport.js';
+import { TRANSPORT_KINDS, type TransportKind } from './transport/transport.js';
 
 /** Options of a hub server. Every option is optional; the defaults are in {@link DEFAULT_HUB_OPTIONS}. */
 export interface HubOptions {
@@ -118,8 +119,8 @@ export const DEFAULT_HUB_OPTIONS: Readonly<HubOptions> = Object.freeze({
   allowStatefulReconnects: true,
   statefulReconnectBufferSize: 100_000,
   statefulReconnectTimeoutMs: 30_000,
-  transports: Object.freeze(['WebSockets', 'ServerSentEvents', 'LongPolling'] as const),
-  protocols: Object.freeze(['json', 'messagepack'] as const),
+  transports: TRANSPORT_KINDS,
+  protocols: PROTOCOL_NAMES,
   longPollTimeoutMs: 90_000,
 });
 
@@ -139,10 +140,7 @@ const positiveIntegers: (keyof HubOptions)[] = [
   'longPollTimeoutMs',
 ];
 
-const KNOWN = {
-  transports: ['WebSockets', 'ServerSentEvents', 'LongPolling'],
-  protocols: ['json', 'messagepack'],
-} as const;
+const KNOWN = { transports: TRANSPORT_KINDS, protocols: PROTOCOL_NAMES } as const;
 
 /** Merges `options` over the defaults once and checks the result, throwing `ERR_CONFIG` with a sentence. */
 export function resolveHubOptions(options: Partial<HubOptions> = {}): HubOptions {

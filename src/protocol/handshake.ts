@@ -11,7 +11,7 @@ export interface HandshakeRequest {
 }
 
 /** Every protocol relayhub speaks, in the order it prefers them. */
-export const PROTOCOL_NAMES: readonly ProtocolName[] = ['json', 'messagepack'];
+export const PROTOCOL_NAMES: readonly ProtocolName[] = Object.freeze(['json', 'messagepack']);
 
 /** `{}` followed by the separator: the handshake succeeded. */
 export const HANDSHAKE_OK = `{}${RECORD_SEPARATOR}`;

@@ -34,6 +34,3 @@ export function concatFrames(frames: readonly Frame[]): Frame {
   if (typeof frames[0] === 'string') return (frames as string[]).join('');
   return Buffer.concat(frames as Buffer[]);
 }
-
-/** The size of a frame in bytes (or, for text, in UTF-16 units: what the buffers hold). */
-export const frameLength = (frame: Frame): number => frame.length;

@@ -4,7 +4,11 @@ import type { Frame } from '../protocol/hub-protocol.js';
 export type TransportKind = 'WebSockets' | 'ServerSentEvents' | 'LongPolling';
 
 /** Every transport relayhub serves, in the order negotiate lists them (the clients' preference order). */
-export const TRANSPORT_KINDS: readonly TransportKind[] = ['WebSockets', 'ServerSentEvents', 'LongPolling'];
+export const TRANSPORT_KINDS: readonly TransportKind[] = Object.freeze([
+  'WebSockets',
+  'ServerSentEvents',
+  'LongPolling',
+]);
 
 /** What a transport tells the session that owns it. */
 export interface TransportEvents {
