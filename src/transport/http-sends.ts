@@ -84,6 +84,10 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | unde
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
+    // note: a client that goes away mid-body must not hold the send slot for good.
+    req.on('close', () => {
+      if (!req.complete) reject(new Error('The request was aborted.'));
+    });
   });
 }
 

@@ -61,7 +61,7 @@ export class LongPollingTransport implements Transport {
   }
 
   /** A `GET <hub>?id=`: answered now when data waits, else when data arrives or at the poll timeout. */
-  poll(req: IncomingMessage, res: ServerResponse): void {
+  poll(_req: IncomingMessage, res: ServerResponse): void {
     if (this.#ended) return answer(res, 204);
     // note: the spec's "reconnection": a new poll replaces one the client gave up on, which ends with 204.
     this.#endPoll(204);
@@ -71,7 +71,8 @@ export class LongPollingTransport implements Transport {
     const timer = setTimeout(() => this.#endPoll(200), this.#options.pollTimeoutMs);
     timer.unref();
     this.#poll = { res, timer };
-    req.on('close', () => {
+    // note: the response's 'close' (not the request's): it fires when the client gives up on the poll.
+    res.on('close', () => {
       if (this.#poll?.res !== res) return;
       clearTimeout(timer);
       this.#poll = undefined;
@@ -84,7 +85,8 @@ export class LongPollingTransport implements Transport {
     this.#buffer.push(payload);
     this.#bufferedBytes += payload.length;
     const poll = this.#poll;
-    if (poll) {
+    // note: a poll the client just gave up on is left to its 'close'; the data waits for the next one.
+    if (poll && !poll.res.destroyed) {
       clearTimeout(poll.timer);
       this.#poll = undefined;
       this.#answer(poll.res);

@@ -106,7 +106,7 @@ describe('HTTP transports', () => {
     expect((await fetch(url2)).status).toBe(404);
   });
 
-  it('long polling: a new poll ends the one before with 204; a second POST meanwhile gets 409', async () => {
+  it('long polling: a new poll ends the one before with 204; a second POST meanwhile gets 409, until the first is gone', async () => {
     const s = await start();
     const { connectionToken } = await token(s);
     const url = at(s, connectionToken);
@@ -125,6 +125,8 @@ describe('HTTP transports', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect((await fetch(url, { method: 'POST', body: `{"type":6}${RS}` })).status).toBe(409);
     held.destroy();
+    // note: the aborted POST frees the slot.
+    await waitFor(async () => (await fetch(url, { method: 'POST', body: `{"type":6}${RS}` })).status === 200);
     await fetch(url, { method: 'DELETE' });
     expect((await fresh).status).toBe(204);
   });
