@@ -26,7 +26,7 @@ export interface HubServerOptions extends Partial<HubOptions> {
    */
   backplane?: Backplane;
   /**
-   * Decides who a negotiate or WebSocket request comes from; `null` refuses it with 401.
+   * Decides who a negotiate, WebSocket, SSE or long-polling request comes from; `null` refuses it with 401.
    * Use `jwtAuthenticator({ secret })` for bearer JWTs.
    * @default anonymous (everyone is welcome, nobody is a user)
    */
@@ -41,8 +41,8 @@ export interface HubServerOptions extends Partial<HubOptions> {
 }
 
 /**
- * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket at `<hub>`, and
- * `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen}; {@link close} shuts down gracefully.
+ * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket, Server-Sent Events and
+ * long polling at `<hub>`, and `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen}; {@link close} shuts down gracefully.
  */
 export class HubServer {
   readonly #options: HubOptions;
