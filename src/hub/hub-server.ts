@@ -42,7 +42,8 @@ export interface HubServerOptions extends Partial<HubOptions> {
 
 /**
  * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket, Server-Sent Events and
- * long polling at `<hub>`, and `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen}; {@link close} shuts down gracefully.
+ * long polling at `<hub>`, and `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen};
+ * {@link close} shuts down gracefully.
  */
 export class HubServer {
   readonly #options: HubOptions;
