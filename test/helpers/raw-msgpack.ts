@@ -1,19 +1,10 @@
 import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
+import { writeLengthPrefix } from '../../src/protocol/messagepack/varint.js';
 import { wsUrl } from './raw-ws.js';
 
-/** A VarInt length prefix as the MessagePack hub protocol writes it (independent of the server's code). */
-export function lengthPrefix(length: number): Buffer {
-  const bytes: number[] = [];
-  let rest = length;
-  do {
-    let byte = rest & 0x7f;
-    rest = Math.floor(rest / 128);
-    if (rest > 0) byte |= 0x80;
-    bytes.push(byte);
-  } while (rest > 0);
-  return Buffer.from(bytes);
-}
+/** A VarInt length prefix (the server's writer; the messages themselves are encoded independently). */
+export const lengthPrefix = writeLengthPrefix;
 
 /** One framed MessagePack hub message, encoded with @msgpack/msgpack (the official client's codec). */
 export const packed = (value: unknown): Buffer => {
