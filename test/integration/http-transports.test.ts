@@ -8,9 +8,10 @@ import { HttpTransportType } from '@microsoft/signalr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_HUB_PATH, demoHub } from '../../src/example/demo-hub.js';
 import type { HubServerOptions } from '../../src/hub/hub-server.js';
+import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { ClientPool, record } from '../helpers/client.js';
 import { negotiate, upgradeStatus } from '../helpers/raw-ws.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const RS = '\x1e';
@@ -69,6 +70,29 @@ describe('HTTP transports', () => {
     expect((await fetch(`${s.url()}?id=nope`, { method: 'POST', body: 'x' })).status).toBe(404);
     const { connectionToken } = await token(s);
     expect((await fetch(at(s, connectionToken), { method: 'PUT', body: 'x' })).status).toBe(405);
+  });
+
+  it("authenticates every request: 401 without a token, 403 with another user's, the token in the query for SSE", async () => {
+    const s = await start({ authenticate: jwtAuthenticator({ secret: TEST_JWT_SECRET }) });
+    const alice = await signToken('alice');
+    const { body } = await negotiate(s.url(), '?negotiateVersion=1', {
+      headers: { Authorization: `Bearer ${alice}` },
+    });
+    const url = at(s, body.connectionToken as string);
+    const sse = { Accept: 'text/event-stream' };
+    expect((await fetch(url, { headers: sse })).status).toBe(401);
+    expect((await fetch(`${url}&access_token=${await signToken('bob')}`, { headers: sse })).status).toBe(403);
+    const controller = new AbortController();
+    const stream = await fetch(`${url}&access_token=${alice}`, { headers: sse, signal: controller.signal });
+    expect(stream.status).toBe(200);
+    expect((await fetch(url, { method: 'POST', body: 'x' })).status).toBe(401);
+    const bobPost = await fetch(url, {
+      method: 'POST',
+      body: 'x',
+      headers: { Authorization: `Bearer ${await signToken('bob')}` },
+    });
+    expect(bobPost.status).toBe(403);
+    controller.abort();
   });
 
   it('long polling: first poll 200 and empty, handshake by POST, answer by poll, timeout 200 empty, DELETE', async () => {
