@@ -44,6 +44,7 @@ export {
   bearerToken,
   type JwtOptions,
   jwtAuthenticator,
+  MIN_JWT_SECRET_BYTES,
   type Principal,
 } from './hub/auth.js';
 export type {
@@ -53,7 +54,10 @@ export type {
   HubClients,
   SingleClientProxy,
 } from './hub/clients.js';
-export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export type { ClientErrorKind, HubStats } from './hub/client-errors.js';
+export type { Authorize, ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export { DEFAULT_HTTP_EDGE_OPTIONS, type HttpEdgeOptions } from './hub/http-edge.js';
+export type { HubRequest } from './hub/hub-request.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export {
   DEFAULT_OUTBOX_TTL_MS,

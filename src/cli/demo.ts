@@ -7,8 +7,14 @@ import { DEMO_HUB_PATH } from '../example/demo-hub.js';
 import { onShutdown } from './serve.js';
 import { runMigrate } from './worker.js';
 
-/** The secret `relayhub demo` signs its tokens with; never use it in production. */
-export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me';
+/**
+ * The secret `relayhub demo` signs its tokens with; never use it in production. At least 32 bytes, as
+ * `jwtAuthenticator` requires for HS256.
+ */
+export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me-never-use-in-production';
+
+/** How long the tokens `relayhub demo` prints stay valid. */
+const DEMO_TOKEN_LIFETIME = '12h';
 
 export interface DemoOptions {
   port: number;
@@ -51,6 +57,7 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
           PORT: String(port),
           HOST: options.host,
           BACKPLANE: 'streams',
+          EXAMPLE_APP: 'true',
           INSTANCE_ID: `demo-hub-${i + 1}`,
         },
       }),
@@ -63,13 +70,25 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
   const key = new TextEncoder().encode(secret);
   const lines = ['', 'relayhub demo: two hub instances (streams backplane) and an outbox worker', ''];
   for (const port of ports) lines.push(`  hub: http://localhost:${port}${DEMO_HUB_PATH}`);
+  const tokens = new Map<string, string>();
   for (const user of ['alice', 'bob']) {
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(user).sign(key);
-    lines.push(`  token for ${user}: ${token}`);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(user)
+      .setIssuedAt()
+      .setExpirationTime(DEMO_TOKEN_LIFETIME)
+      .sign(key);
+    tokens.set(user, token);
+    lines.push(`  token for ${user} (valid ${DEMO_TOKEN_LIFETIME}): ${token}`);
   }
   lines.push(
     '',
     '  new HubConnectionBuilder().withUrl(hubUrl, { accessTokenFactory: () => token }).build()',
+    '',
+    "  update alice's order 42 (her clients get orderStatus; a token may post only for its own user):",
+    `  curl -X POST http://localhost:${ports[0]}/api/orders/42/status \\`,
+    `    -H 'Authorization: Bearer ${tokens.get('alice')}' \\`,
+    `    -H 'Content-Type: application/json' -d '{"userId":"alice","status":"shipped"}'`,
     '',
   );
   process.stdout.write(`${lines.join('\n')}\n`);

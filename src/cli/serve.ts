@@ -6,6 +6,7 @@ import { PubSubBackplane } from '../backplane/pubsub/pubsub-backplane.js';
 import { StreamsBackplane } from '../backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
+import { RelayhubError } from '../errors.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { HubServer } from '../hub/hub-server.js';
 import type { ProtocolName } from '../protocol/hub-protocol.js';
@@ -20,6 +21,10 @@ export interface ServeOptions {
   instanceId?: string;
   jwtSecret?: string;
   databaseUrl: string;
+  /** Mount the example orders API (`POST /api/orders/:id/status`); needs `streams` and a JWT secret. */
+  exampleApp?: boolean;
+  /** `maxConnectionsPerAddress` of the server (0: no cap). */
+  maxConnectionsPerAddress?: number;
   /** @default every transport (see `HubOptions.transports`) */
   transports?: TransportKind[];
   /** @default every protocol (see `HubOptions.protocols`) */
@@ -42,17 +47,31 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   if (!options.jwtSecret) {
     logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
   }
-  // note: the orders API enqueues into the outbox, which only the streams backplane's lane delivers.
-  const pool =
-    options.backplane === 'streams'
-      ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
-      : undefined;
+  // note: validated (ERR_CONFIG) before anything connects, so that a bad secret fails in one line.
+  const authenticate = options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous;
+  if (options.exampleApp && options.backplane !== 'streams') {
+    // note: the orders API enqueues into the outbox, which only the streams backplane's lane delivers.
+    throw new RelayhubError('ERR_CONFIG', 'The example app needs the streams backplane.', {
+      remedy: 'Add --backplane streams (BACKPLANE=streams), or drop --example-app.',
+    });
+  }
+  if (options.exampleApp && !options.jwtSecret) {
+    throw new RelayhubError('ERR_CONFIG', 'The example orders API authenticates with the hub JWT.', {
+      remedy: 'Set JWT_SECRET (or --jwt-secret), or drop --example-app.',
+    });
+  }
+  const pool = options.exampleApp
+    ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
+    : undefined;
   pool?.on('error', (error) => logger.warn({ err: error }, 'postgres pool error'));
   const server = new HubServer({
-    authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
+    authenticate,
     backplane: createBackplane(options, logger),
     logger,
-    ...(pool ? { fallback: ordersApi(pool) } : {}),
+    ...(options.maxConnectionsPerAddress === undefined
+      ? {}
+      : { maxConnectionsPerAddress: options.maxConnectionsPerAddress }),
+    ...(pool ? { fallback: ordersApi(pool, { authenticate }) } : {}),
     ...(options.transports ? { transports: options.transports } : {}),
     ...(options.protocols ? { protocols: options.protocols } : {}),
   });
@@ -65,7 +84,10 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     await pool?.end();
     throw error;
   }
-  logger.info({ port: address.port, hub: DEMO_HUB_PATH, backplane: options.backplane }, 'relayhub listening');
+  logger.info(
+    { port: address.port, hub: DEMO_HUB_PATH, backplane: options.backplane, exampleApp: !!pool },
+    'relayhub listening',
+  );
   // note: scripts and tests read this line to learn the port when they pass --port 0.
   process.stdout.write(`relayhub listening on port ${address.port}\n`);
   onShutdown(logger, async () => {

@@ -6,6 +6,7 @@ import { LongPollingTransport } from '../transport/long-polling.js';
 import { ServerSentEventsTransport } from '../transport/sse.js';
 import type { TransportKind } from '../transport/transport.js';
 import type { Principal } from './auth.js';
+import type { HubRequest } from './hub-request.js';
 import type { HubRuntime } from './hub-runtime.js';
 
 const MIN_PAYLOAD_BYTES = 1 << 20;
@@ -33,7 +34,7 @@ export function availableTransports(
 /**
  * The HTTP transports' requests at `<hub>?id=<token>` (TransportProtocols.md): `GET` opens the event stream
  * (`Accept: text/event-stream`) or polls, `POST` carries the client's payloads, `DELETE` ends a long
- * polling connection. The caller has authenticated the request.
+ * polling connection. The caller has authenticated and authorized the request; `request` snapshots it.
  */
 export function serveHttpTransport(
   hub: HubRuntime,
@@ -41,6 +42,7 @@ export function serveHttpTransport(
   res: ServerResponse,
   url: URL,
   principal: Principal,
+  request: () => HubRequest,
 ): void {
   const options = hub.options;
   const token = url.searchParams.get('id');
@@ -59,6 +61,8 @@ export function serveHttpTransport(
       }
       if (!transport) {
         if (connection.state !== 'pending') return answer(res, 404, 'The connection has ended.');
+        // note: ctx.request is the request that started the transport (as the upgrade's for WebSockets).
+        connection.request = request();
         if (sse) return connection.attach(new ServerSentEventsTransport(req, res));
         const polling = new LongPollingTransport({
           pollTimeoutMs: options.longPollTimeoutMs,

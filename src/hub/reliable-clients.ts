@@ -4,6 +4,7 @@ import type {
   ReliableMetrics,
   ReliableSendResult,
 } from '../backplane/backplane.js';
+import { validateUserId } from '../backplane/keys.js';
 import { RelayhubError } from '../errors.js';
 
 /** Sends on the reliable lane (`streams` backplane) to one user. */
@@ -24,6 +25,10 @@ export interface ReliableUserProxy {
 }
 
 export interface ReliableClients {
+  /**
+   * The user's proxy. Throws `ERR_INVALID_MESSAGE` at once when the id is not 1-256 characters without
+   * braces or whitespace (the rule of every reliable sender: such an id could spell another user's keys).
+   */
   user(userId: string): ReliableUserProxy;
   /** Like `user(id).send(...)`, with an idempotency `key`: a repeated key is dropped, not resent. */
   send(message: ReliableMessage): Promise<ReliableSendResult>;
@@ -42,7 +47,11 @@ export function reliableClients(lane: () => ReliableLane | undefined): ReliableC
     return current;
   };
   return {
-    user: (userId) => ({ send: (target, ...args) => require().send({ userId, target, args }) }),
+    user: (userId) => {
+      // note: refused at once, before any send, with the rule every sender applies.
+      validateUserId(userId);
+      return { send: (target, ...args) => require().send({ userId, target, args }) };
+    },
     send: (message) => require().send(message),
     metrics: () => require().metrics(),
   };
