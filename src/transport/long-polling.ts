@@ -47,6 +47,11 @@ export class LongPollingTransport implements Transport {
     return this.#bufferedBytes;
   }
 
+  /** True while a poll waits for data (for diagnostics and tests). */
+  get polling(): boolean {
+    return this.#poll !== undefined;
+  }
+
   bind(events: TransportEvents): void {
     this.#events = events;
     this.sends.bind(events);

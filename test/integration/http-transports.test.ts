@@ -9,6 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEMO_HUB_PATH, demoHub } from '../../src/example/demo-hub.js';
 import type { HubServerOptions } from '../../src/hub/hub-server.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
+import type { HubRuntime } from '../../src/hub/hub-runtime.js';
+import { LongPollingTransport } from '../../src/transport/long-polling.js';
 import { ClientPool, record } from '../helpers/client.js';
 import { negotiate, upgradeStatus } from '../helpers/raw-ws.js';
 import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
@@ -45,6 +47,13 @@ describe('HTTP transports', () => {
   }
 
   const at = (s: TestServer, id: string) => `${s.url()}?id=${id}`;
+
+  /** Resolves once the server holds a poll of the connection open (so that what follows comes after it). */
+  const pollHeld = (s: TestServer, id: string) =>
+    waitFor(() => {
+      const transport = (s.server.hub(DEMO_HUB_PATH) as HubRuntime).connectionByToken(id)?.transport;
+      return transport instanceof LongPollingTransport && transport.polling;
+    });
 
   /**
    * Broadcasts 16 KB messages until `connectionId` is disconnected (at most 64 MB: the kernel buffers of a
@@ -122,7 +131,7 @@ describe('HTTP transports', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(150);
 
     const waiting = fetch(url2);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await pollHeld(s, second.connectionToken);
     expect((await fetch(url2, { method: 'DELETE' })).status).toBe(202);
     expect((await waiting).status).toBe(204);
     await waitFor(() => disconnects.has(second.connectionId));
@@ -138,7 +147,7 @@ describe('HTTP transports', () => {
     await fetch(url, { method: 'POST', body: `{"protocol":"json","version":1}${RS}` });
     expect(await (await fetch(url)).text()).toBe(`{}${RS}`);
     const old = fetch(url);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await pollHeld(s, connectionToken);
     const fresh = fetch(url);
     expect((await old).status).toBe(204);
 
@@ -146,8 +155,8 @@ describe('HTTP transports', () => {
     const held = request(url, { method: 'POST', headers: { 'Content-Length': '100' } });
     held.on('error', () => undefined);
     held.write('{');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect((await fetch(url, { method: 'POST', body: `{"type":6}${RS}` })).status).toBe(409);
+    // note: once the held POST has reached the server, every other one gets 409 (earlier ones go through).
+    await waitFor(async () => (await fetch(url, { method: 'POST', body: `{"type":6}${RS}` })).status === 409);
     held.destroy();
     // note: the aborted POST frees the slot.
     await waitFor(async () => (await fetch(url, { method: 'POST', body: `{"type":6}${RS}` })).status === 200);
