@@ -39,6 +39,7 @@ function withCommonOptions(command: Command): Command {
         .env('REDIS_URL')
         .default('redis://127.0.0.1:6379'),
     )
+    .addOption(redisClusterOption())
     .addOption(
       new Option('--channel-prefix <prefix>', 'prefix of every Redis key and channel')
         .env('CHANNEL_PREFIX')
@@ -48,6 +49,17 @@ function withCommonOptions(command: Command): Command {
       new Option('--jwt-secret <secret>', 'HS256 secret for bearer JWTs (sub = user id)').env('JWT_SECRET'),
     )
     .addOption(databaseUrlOption());
+}
+
+/**
+ * `--redis-cluster` (or `REDIS_CLUSTER=true`): `--redis-url` is then a comma-separated list of Cluster seed
+ * nodes. note: parsed by hand, because commander would take `REDIS_CLUSTER=false` for true.
+ */
+function redisClusterOption(): Option {
+  return new Option(
+    '--redis-cluster',
+    'Redis is a Cluster: --redis-url lists seed nodes, comma-separated (env REDIS_CLUSTER=true)',
+  ).default(/^(1|true|yes)$/i.test(process.env.REDIS_CLUSTER ?? ''));
 }
 
 function databaseUrlOption(): Option {
@@ -103,6 +115,7 @@ program.addCommand(
     .addOption(
       new Option('--redis-url <url>', 'Redis of the hubs').env('REDIS_URL').default('redis://127.0.0.1:6379'),
     )
+    .addOption(redisClusterOption())
     .addOption(databaseUrlOption())
     .addOption(
       new Option('--channel-prefix <prefix>', 'prefix of every Redis key and channel')

@@ -11,12 +11,15 @@ import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { HubServer } from '../hub/hub-server.js';
 import type { ProtocolName } from '../protocol/hub-protocol.js';
 import type { TransportKind } from '../transport/transport.js';
+import { targetFromUrl } from '../redis/connection.js';
 
 export interface ServeOptions {
   port: number;
   host: string;
   backplane: 'memory' | 'pubsub' | 'streams';
   redisUrl: string;
+  /** `--redis-cluster`: `redisUrl` lists Cluster seed nodes. */
+  redisCluster: boolean;
   channelPrefix: string;
   instanceId?: string;
   jwtSecret?: string;
@@ -34,7 +37,7 @@ export interface ServeOptions {
 function createBackplane(options: ServeOptions, logger: Logger): Backplane {
   if (options.backplane === 'memory') return new MemoryBackplane();
   const redis = {
-    redisUrl: options.redisUrl,
+    redis: targetFromUrl(options.redisUrl, options.redisCluster),
     channelPrefix: options.channelPrefix,
     logger,
     ...(options.instanceId ? { instanceId: options.instanceId } : {}),

@@ -8,7 +8,7 @@ import type {
   LocalHub,
   ReliableLane,
 } from '../backplane/backplane.js';
-import { groupNameProblem } from '../backplane/keys.js';
+import { groupNameProblem } from '../redis/keys.js';
 import type { HubOptions } from '../config.js';
 import { HubError, RelayhubError } from '../errors.js';
 import { MessageType } from '../protocol/messages.js';

@@ -375,3 +375,5 @@ export class LossyProxy {
 }
 
 export { deletePrefix } from '../helpers/redis.js';
+
+export { onOneRedisAndCluster, type RedisMedium } from '../helpers/redis-cluster.js';
