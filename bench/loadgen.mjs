@@ -8,12 +8,15 @@
 // the `message` deliveries and, in the fixed-rate phase, record receive time minus send time.
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { Packr } from 'msgpackr';
 import { io as ioClient } from 'socket.io-client';
 import WebSocket from 'ws';
 
 const RS = '\u001e';
 const HANDSHAKE = JSON.stringify({ protocol: 'json', version: 1 }) + RS;
 const PING = JSON.stringify({ type: 6 }) + RS;
+const PACKED_HANDSHAKE = JSON.stringify({ protocol: 'messagepack', version: 1 }) + RS;
+const packr = new Packr({ useRecords: false, moreTypes: false, variableMapSize: true });
 
 /** Where relayhub serves the example hub (DEMO_HUB_PATH, from the run's config). */
 let hubPath = '/hubs/demo';
@@ -69,7 +72,7 @@ class Stats {
 
 // ---- clients --------------------------------------------------------------------------------------
 
-function openSocket(url, onMessage) {
+function openSocket(url, onMessage, binary = false) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false });
     const timer = setTimeout(() => {
@@ -81,7 +84,8 @@ function openSocket(url, onMessage) {
       reject(error);
     });
     ws.on('message', (data, isBinary) => {
-      if (!isBinary) onMessage(data.toString(), ws);
+      if (binary) onMessage(data, ws);
+      else if (!isBinary) onMessage(data.toString(), ws);
     });
     ws.on('open', () => {
       clearTimeout(timer);
@@ -91,33 +95,44 @@ function openSocket(url, onMessage) {
 }
 
 /**
+ * Negotiates, opens the WebSocket with the connection token and completes the handshake; after it, every
+ * frame goes to `onFrame` (text, or a Buffer when `binary`). The handshake response comes alone in the
+ * first frame, as JSON text in a text frame (json) or a binary one (messagepack).
+ */
+async function openHub(baseUrl, onFrame, { handshake, binary }) {
+  const res = await fetch(`${baseUrl}${hubPath}/negotiate?negotiateVersion=1`, { method: 'POST' });
+  if (res.status !== 200) throw new Error(`negotiate answered ${res.status}`);
+  const { connectionToken } = await res.json();
+  let handshaken;
+  const done = new Promise((resolve, reject) => {
+    handshaken = { resolve, reject };
+    setTimeout(() => reject(new Error('no handshake response within 10 s')), 10_000).unref();
+  });
+  let open = false;
+  const ws = await openSocket(
+    `${baseUrl.replace(/^http/, 'ws')}${hubPath}?id=${encodeURIComponent(connectionToken)}`,
+    (data) => {
+      if (open) return onFrame(data);
+      const text = binary ? data.toString('utf8', 0, data.indexOf(0x1e)) : data;
+      if (text.startsWith('{}')) {
+        open = true;
+        handshaken.resolve();
+      } else handshaken.reject(new Error(`handshake refused: ${text}`));
+    },
+    binary,
+  );
+  ws.send(handshake);
+  await done;
+  return ws;
+}
+
+/**
  * relayhub: a raw `ws` client speaking the SignalR JSON protocol (negotiate, handshake, records split on
  * 0x1E). The official @microsoft/signalr client is too heavy to run 500 of them in one load generator.
  */
 const relayhub = {
   async connect(baseUrl, onFrame) {
-    const res = await fetch(`${baseUrl}${hubPath}/negotiate?negotiateVersion=1`, { method: 'POST' });
-    if (res.status !== 200) throw new Error(`negotiate answered ${res.status}`);
-    const { connectionToken } = await res.json();
-    let handshaken;
-    const done = new Promise((resolve, reject) => {
-      handshaken = { resolve, reject };
-      setTimeout(() => reject(new Error('no handshake response within 10 s')), 10_000).unref();
-    });
-    let open = false;
-    const ws = await openSocket(
-      `${baseUrl.replace(/^http/, 'ws')}${hubPath}?id=${encodeURIComponent(connectionToken)}`,
-      (text) => {
-        if (open) return onFrame(text);
-        // note: the handshake response comes alone in the first frame.
-        if (text.startsWith('{}')) {
-          open = true;
-          handshaken.resolve();
-        } else handshaken.reject(new Error(`handshake refused: ${text}`));
-      },
-    );
-    ws.send(HANDSHAKE);
-    await done;
+    const ws = await openHub(baseUrl, onFrame, { handshake: HANDSHAKE, binary: false });
     const keepAlive = setInterval(() => ws.readyState === ws.OPEN && ws.send(PING), 10_000);
     return {
       /** Fire-and-forget `SendToAll(text)` invocations (no invocationId: no completion), in one frame. */
@@ -145,6 +160,85 @@ const relayhub = {
       stats.deliveredTo(index, count, now);
     };
   },
+};
+
+/** One MessagePack hub message behind its VarInt length prefix. */
+function framed(value) {
+  const body = packr.pack(value);
+  const prefix = [];
+  let rest = body.length;
+  do {
+    let byte = rest & 0x7f;
+    rest >>>= 7;
+    if (rest > 0) byte |= 0x80;
+    prefix.push(byte);
+  } while (rest > 0);
+  return Buffer.concat([Buffer.from(prefix), body]);
+}
+
+const PACKED_PING = framed([6]);
+/** How a `message` invocation from the server starts: [1, {}, nil, "message", ...] as MessagePack. */
+const PACKED_MESSAGE = Buffer.from([0x95, 0x01, 0x80, 0xc0, 0xa7, ...Buffer.from('message')]);
+
+/**
+ * relayhub with the MessagePack hub protocol: the same raw `ws` client, with binary frames of
+ * length-prefixed messages. It recognizes a `message` invocation by its first bytes and reads the send
+ * time from the text's ASCII, without decoding the message (the JSON receiver does not parse JSON either).
+ */
+const relayhubPacked = {
+  async connect(baseUrl, onFrame) {
+    const ws = await openHub(baseUrl, onFrame, { handshake: PACKED_HANDSHAKE, binary: true });
+    const keepAlive = setInterval(() => ws.readyState === ws.OPEN && ws.send(PACKED_PING), 10_000);
+    return {
+      publish(texts) {
+        ws.send(Buffer.concat(texts.map((text) => framed([1, {}, null, 'SendToAll', [text]]))));
+      },
+      close() {
+        clearInterval(keepAlive);
+        ws.terminate();
+      },
+    };
+  },
+  receiver(stats, index) {
+    return (data) => {
+      const now = performance.now();
+      let count = 0;
+      let offset = 0;
+      while (offset < data.length) {
+        let length = 0;
+        let shift = 0;
+        let byte;
+        do {
+          byte = data[offset++];
+          length += (byte & 0x7f) * 2 ** shift;
+          shift += 7;
+        } while (byte & 0x80);
+        const start = offset;
+        offset += length;
+        if (
+          length < PACKED_MESSAGE.length ||
+          data.compare(PACKED_MESSAGE, 0, PACKED_MESSAGE.length, start, start + PACKED_MESSAGE.length) !== 0
+        )
+          continue;
+        count++;
+        if (stats.measuring) {
+          const tilde = data.indexOf(0x7e, start);
+          if (tilde >= 0 && tilde < offset && stats.latencyCount < stats.latencies.length) {
+            const sentAt = parseFloat(data.toString('latin1', tilde + 1, Math.min(offset, tilde + 24)));
+            stats.latencies[stats.latencyCount++] = now - sentAt;
+          }
+        }
+      }
+      stats.deliveredTo(index, count, now);
+    };
+  },
+};
+
+/** Half JSON, half MessagePack clients (by index): the server encodes each broadcast once per protocol. */
+const relayhubMixed = {
+  connect: (baseUrl, onFrame, index) =>
+    (index % 2 === 0 ? relayhub : relayhubPacked).connect(baseUrl, onFrame),
+  receiver: (stats, index) => (index % 2 === 0 ? relayhub : relayhubPacked).receiver(stats, index),
 };
 
 /** socket.io: the official socket.io-client, WebSocket transport only, one Manager per client. */
@@ -249,7 +343,14 @@ const plainWs = {
   },
 };
 
-const KINDS = { relayhub, socketio, 'socketio-raw': socketioRaw, ws: plainWs };
+const KINDS = {
+  relayhub,
+  'relayhub-msgpack': relayhubPacked,
+  'relayhub-mixed': relayhubMixed,
+  socketio,
+  'socketio-raw': socketioRaw,
+  ws: plainWs,
+};
 
 // ---- CPU accounting (/proc) -----------------------------------------------------------------------
 
@@ -490,7 +591,7 @@ async function run(config) {
       const stats = new Stats(config.clients);
       const t0 = performance.now();
       const connect = (i, onMessage) => {
-        const c = kind.connect(spec.servers[i % spec.servers.length], onMessage);
+        const c = kind.connect(spec.servers[i % spec.servers.length], onMessage, i);
         return c.then((client) => {
           opened.push(client);
           return client;

@@ -37,13 +37,15 @@ const config = {
   phases: (process.env.BENCH_PHASES ?? 'saturation,rate').split(',').map((s) => s.trim()),
 };
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const systems = (process.env.BENCH_SYSTEMS ?? 'relayhub,socketio,ws').split(',').map((s) => s.trim());
+const systems = (process.env.BENCH_SYSTEMS ?? 'relayhub,relayhub-msgpack,relayhub-mixed,socketio,ws')
+  .split(',')
+  .map((s) => s.trim());
 const socketioClient = process.env.BENCH_SOCKETIO_CLIENT ?? 'raw';
 /** BENCH_PROFILE_DIR: start the server processes with --cpu-prof, profiles written there on exit. */
 const profileArgs = process.env.BENCH_PROFILE_DIR
   ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
   : [];
-const deadlineMs = env('BENCH_MAX_MS', 170_000);
+const deadlineMs = env('BENCH_MAX_MS', 60_000 + 60_000 * systems.length);
 
 const loopback = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 if (!loopback.test(new URL(redisUrl).hostname)) {
@@ -51,7 +53,8 @@ if (!loopback.test(new URL(redisUrl).hostname)) {
 }
 if (!['official', 'raw'].includes(socketioClient)) throw new Error('BENCH_SOCKETIO_CLIENT: official or raw.');
 for (const s of systems) {
-  if (!['relayhub', 'socketio', 'ws', 'ws-cork'].includes(s)) throw new Error(`unknown system '${s}'`);
+  if (!['relayhub', 'relayhub-msgpack', 'relayhub-mixed', 'socketio', 'ws', 'ws-cork'].includes(s))
+    throw new Error(`unknown system '${s}'`);
 }
 for (const phase of config.phases) {
   if (!['saturation', 'rate'].includes(phase)) throw new Error(`unknown phase '${phase}'`);
@@ -194,9 +197,11 @@ function ticksPerSecond() {
 function startSystem(system, tag) {
   switch (system) {
     case 'relayhub':
+    case 'relayhub-msgpack':
+    case 'relayhub-mixed':
       return Promise.all(
         [1, 2].map((i) =>
-          startServer(`relayhub-${i}`, [
+          startServer(`${system}-${i}`, [
             'dist/cli/main.js',
             'serve',
             '--port',
@@ -208,7 +213,7 @@ function startSystem(system, tag) {
             '--redis-url',
             redisUrl,
             '--channel-prefix',
-            `bench-${tag}`,
+            `bench-${tag}-${system}`,
           ]),
         ),
       );
@@ -239,8 +244,8 @@ function startSystem(system, tag) {
 }
 
 const clientOf = (system) =>
-  system === 'relayhub'
-    ? 'relayhub'
+  system.startsWith('relayhub')
+    ? system
     : system === 'socketio'
       ? socketioClient === 'raw'
         ? 'socketio-raw'
@@ -319,7 +324,9 @@ function table(rows) {
 }
 
 const label = {
-  relayhub: 'relayhub (2 procs, pubsub)',
+  relayhub: 'relayhub json (2 procs, pubsub)',
+  'relayhub-msgpack': 'relayhub messagepack (2 procs, pubsub)',
+  'relayhub-mixed': 'relayhub half json, half messagepack',
   socketio: 'socket.io + redis-adapter (2 procs)',
   ws: 'plain ws.send loop (1 proc)',
   'ws-cork': 'ws, joined per turn (1 proc)',
@@ -449,6 +456,7 @@ console.log(`${table(cpuRows)}\n`);
  * there is none, it falls back to the ratio of the medians (and says so).
  */
 function ratio(pick, relayhubPhase, socketioPhase) {
+  // note: the names say relayhub / socket.io; the MessagePack ratios below use it for relayhub pairs too.
   const BUSY = 10; // note: the same threshold as in loadgen.mjs
   const pairs = (relayhubPhase.perRound ?? [])
     .map((r, i) => [r, socketioPhase.perRound?.[i]])
@@ -485,5 +493,17 @@ if (results.relayhub && results.socketio && raw.systems.relayhub && raw.systems.
         `(lower: ${p99.value < 1 ? 'yes' : 'NO'}; ${p99.basis}), p50 ${p50.value.toFixed(2)}x`,
     );
   }
+}
+for (const variant of ['relayhub-msgpack', 'relayhub-mixed']) {
+  if (!results.relayhub || !results[variant] || !raw.systems.relayhub || !raw.systems[variant]) continue;
+  const v = results[variant];
+  const j = results.relayhub;
+  const sat = ratio((p) => p.deliveriesPerSecond, v.saturation, j.saturation);
+  const top = Math.max(...config.rates);
+  const p99 = ratio((p) => p.p99, v.rates[top], j.rates[top]);
+  console.log(
+    `${variant} / relayhub json: deliveries/s at saturation ${sat.value.toFixed(2)}x (${sat.basis}); ` +
+      `p99 at ${top}/s ${p99.value.toFixed(2)}x`,
+  );
 }
 console.log(`\nJSON: ${JSON.stringify({ config: { ...config, padding: config.padding.length }, results })}`);

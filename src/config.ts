@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
 import { RelayhubError } from './errors.js';
+import { PROTOCOL_NAMES } from './protocol/handshake.js';
+import type { ProtocolName } from './protocol/hub-protocol.js';
+import { TRANSPORT_KINDS, type TransportKind } from './transport/transport.js';
 
 /** Options of a hub server. Every option is optional; the defaults are in {@link DEFAULT_HUB_OPTIONS}. */
 export interface HubOptions {
@@ -95,6 +98,24 @@ export interface HubOptions {
    * @default 30_000
    */
   statefulReconnectTimeoutMs: number;
+  /**
+   * The transports the server offers in negotiate and accepts: remove one to turn it off (a client that
+   * uses it anyway gets 404 for SSE / long polling requests, a refused upgrade for WebSockets).
+   * @default ['WebSockets', 'ServerSentEvents', 'LongPolling']
+   */
+  transports: readonly TransportKind[];
+  /**
+   * The hub protocols the server accepts in the handshake; a client asking for another gets a handshake
+   * error naming the ones on offer.
+   * @default ['json', 'messagepack']
+   */
+  protocols: readonly ProtocolName[];
+  /**
+   * How long a long-polling request waits for data before it returns 200 with an empty body and the
+   * client polls again (the official clients give up on a poll after 100 s).
+   * @default 90_000
+   */
+  longPollTimeoutMs: number;
 }
 
 export const DEFAULT_HUB_OPTIONS: Readonly<HubOptions> = Object.freeze({
@@ -114,6 +135,9 @@ export const DEFAULT_HUB_OPTIONS: Readonly<HubOptions> = Object.freeze({
   allowStatefulReconnects: true,
   statefulReconnectBufferSize: 100_000,
   statefulReconnectTimeoutMs: 30_000,
+  transports: TRANSPORT_KINDS,
+  protocols: PROTOCOL_NAMES,
+  longPollTimeoutMs: 90_000,
 });
 
 const positiveIntegers: (keyof HubOptions)[] = [
@@ -131,7 +155,10 @@ const positiveIntegers: (keyof HubOptions)[] = [
   'clientResultTimeoutMs',
   'statefulReconnectBufferSize',
   'statefulReconnectTimeoutMs',
+  'longPollTimeoutMs',
 ];
+
+const KNOWN = { transports: TRANSPORT_KINDS, protocols: PROTOCOL_NAMES } as const;
 
 /** Merges `options` over the defaults once and checks the result, throwing `ERR_CONFIG` with a sentence. */
 export function resolveHubOptions(options: Partial<HubOptions> = {}): HubOptions {
@@ -142,6 +169,20 @@ export function resolveHubOptions(options: Partial<HubOptions> = {}): HubOptions
       throw new RelayhubError(
         'ERR_CONFIG',
         `Option '${key}' must be a positive integer, got ${String(value)}.`,
+      );
+    }
+  }
+  for (const key of ['transports', 'protocols'] as const) {
+    const value: unknown = merged[key];
+    const known: readonly string[] = KNOWN[key];
+    if (
+      !Array.isArray(value) ||
+      value.length === 0 ||
+      !value.every((v) => typeof v === 'string' && known.includes(v))
+    ) {
+      throw new RelayhubError(
+        'ERR_CONFIG',
+        `Option '${key}' must be a non-empty list of ${known.map((k) => `'${k}'`).join(', ')}; got ${JSON.stringify(value)}.`,
       );
     }
   }

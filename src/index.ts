@@ -37,6 +37,8 @@ export {
   MemoryBus,
 } from './backplane/memory/memory-backplane.js';
 export { DEFAULT_HUB_OPTIONS, type HubOptions } from './config.js';
+export type { ProtocolName } from './protocol/hub-protocol.js';
+export type { TransportKind } from './transport/transport.js';
 export { type ErrorCode, HubError, isRelayhubError, ProtocolError, RelayhubError } from './errors.js';
 export { DEMO_HUB_PATH, demoHub } from './example/demo-hub.js';
 export {

@@ -14,6 +14,13 @@ const port = (value: string): number => {
   return n;
 };
 
+/** A comma-separated list; the hub options check its items. */
+const list = (value: string): string[] =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+
 const count = (value: string): number => {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('Use a non-negative integer.');
@@ -62,7 +69,7 @@ function databaseUrlOption(): Option {
 }
 
 const program = new Command('relayhub')
-  .description('Realtime hub server speaking the SignalR JSON protocol, scaled out through Redis.')
+  .description('Realtime hub server speaking the SignalR hub protocols, scaled out through Redis.')
   .showHelpAfterError();
 
 program.addCommand(
@@ -88,6 +95,16 @@ program.addCommand(
       new Option('--max-connections-per-address <n>', 'sockets one remote address may hold (0: no cap)')
         .env('MAX_CONNECTIONS_PER_ADDRESS')
         .argParser(count),
+    )
+    .addOption(
+      new Option('--transports <list>', 'transports to offer: WebSockets,ServerSentEvents,LongPolling')
+        .env('TRANSPORTS')
+        .argParser(list),
+    )
+    .addOption(
+      new Option('--protocols <list>', 'hub protocols to accept: json,messagepack')
+        .env('PROTOCOLS')
+        .argParser(list),
     )
     .action((options) => serve(options, logger())),
 );

@@ -9,6 +9,8 @@ import { ordersApi } from '../example/orders-api.js';
 import { RelayhubError } from '../errors.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { HubServer } from '../hub/hub-server.js';
+import type { ProtocolName } from '../protocol/hub-protocol.js';
+import type { TransportKind } from '../transport/transport.js';
 import { targetFromUrl } from '../redis/connection.js';
 
 export interface ServeOptions {
@@ -26,6 +28,10 @@ export interface ServeOptions {
   exampleApp?: boolean;
   /** `maxConnectionsPerAddress` of the server (0: no cap). */
   maxConnectionsPerAddress?: number;
+  /** @default every transport (see `HubOptions.transports`) */
+  transports?: TransportKind[];
+  /** @default every protocol (see `HubOptions.protocols`) */
+  protocols?: ProtocolName[];
 }
 
 function createBackplane(options: ServeOptions, logger: Logger): Backplane {
@@ -69,6 +75,8 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
       ? {}
       : { maxConnectionsPerAddress: options.maxConnectionsPerAddress }),
     ...(pool ? { fallback: ordersApi(pool, { authenticate }) } : {}),
+    ...(options.transports ? { transports: options.transports } : {}),
+    ...(options.protocols ? { protocols: options.protocols } : {}),
   });
   server.mapHub(DEMO_HUB_PATH, demoHub);
   let address: { port: number };

@@ -1,9 +1,17 @@
 import type { Logger } from 'pino';
-import WebSocket from 'ws';
 import type { HubOptions } from '../config.js';
 import { HubError, ProtocolError, RelayhubError } from '../errors.js';
-import { formatHandshakeError, HANDSHAKE_OK, parseHandshakeRequest } from '../protocol/handshake.js';
-import { formatMessage, parseMessage, RECORD_SEPARATOR, splitRecords } from '../protocol/json-protocol.js';
+import {
+  formatHandshakeError,
+  HANDSHAKE_OK,
+  parseHandshakeRequest,
+  splitHandshake,
+} from '../protocol/handshake.js';
+import { concatFrames, type Frame, type HubProtocol } from '../protocol/hub-protocol.js';
+import { checkRecordSize, jsonProtocol, splitRecords } from '../protocol/json/json-protocol.js';
+import { messagePackProtocol } from '../protocol/messagepack/messagepack-protocol.js';
+import { SharedMessage } from '../protocol/shared-message.js';
+import type { Transport } from '../transport/transport.js';
 import {
   type CompletionMessage,
   type HubMessage,
@@ -68,9 +76,10 @@ const ACK_INTERVAL_MS = 1_000;
 const CLOSE_GRACE_MS = 1_000;
 
 /**
- * One client connection of a hub: its socket (replaced on a stateful reconnect), the handshake, parsing,
+ * One client connection of a hub: a session over one {@link Transport} (replaced on a stateful
+ * reconnect) that owns the protocol state: the handshake and the hub protocol it picked, parsing,
  * dispatch of hub methods with bounded concurrency, streams, client results, keep-alive, and the write
- * path, which joins everything written in one event-loop turn into one WebSocket frame.
+ * path, which joins everything written in one event-loop turn into one transport payload.
  */
 export class Connection implements Addressable {
   readonly connectionId: string;
@@ -81,7 +90,11 @@ export class Connection implements Addressable {
   request: HubRequest = EMPTY_REQUEST;
 
   #state: State = 'pending';
-  #ws: WebSocket | undefined;
+  #transport: Transport | undefined;
+  /** The last transport bound, kept after the connection ends (a long poll may still collect from it). */
+  #lastTransport: Transport | undefined;
+  /** Chosen by the handshake. */
+  #protocol: HubProtocol = jsonProtocol;
   readonly #host: ConnectionHost;
   // note: created on first use: a negotiate that no socket ever binds to costs only the fields above.
   #logger: Logger | undefined;
@@ -101,13 +114,13 @@ export class Connection implements Addressable {
   #lastReceivedAt = 0;
   #lastSentAt = 0;
 
-  #pending: string[] = [];
+  #pending: Frame[] = [];
   #pendingBytes = 0;
   #flushScheduled = false;
   /** Nothing but the handshake response may be written before it. */
   #handshakeDone = false;
   #onConnectedCalled = false;
-  #waitingFrames: string[] = [];
+  #waitingFrames: Frame[] = [];
   #waitingBytes = 0;
 
   readonly #queue: (() => Promise<void>)[] = [];
@@ -175,6 +188,11 @@ export class Connection implements Addressable {
     return this.#state;
   }
 
+  /** The transport bound last (still set after the connection ended). */
+  get transport(): Transport | undefined {
+    return this.#lastTransport;
+  }
+
   /**
    * True when a socket may bind to this connection now: a new one, or a stateful one whose socket dropped
    * or (as in ASP.NET) whose client came back before the server noticed its old socket dropped.
@@ -187,11 +205,12 @@ export class Connection implements Addressable {
     );
   }
 
-  /** Binds a WebSocket: the first one (handshake follows) or a stateful reconnect (replay follows). */
-  attach(ws: WebSocket): void {
+  /** Binds a transport: the first one (handshake follows) or a stateful reconnect (replay follows). */
+  attach(transport: Transport): void {
     const resuming = this.#state === 'detached' || this.#state === 'open';
-    const previous = this.#ws;
-    this.#ws = ws;
+    const previous = this.#transport;
+    this.#transport = transport;
+    this.#lastTransport = transport;
     if (previous) {
       // note: the replaced socket's events are ignored from now on; what was pending for it is replayed.
       this.#pending = [];
@@ -201,9 +220,10 @@ export class Connection implements Addressable {
     }
     this.#attachedAt = Date.now();
     this.#lastReceivedAt = this.#attachedAt;
-    ws.on('message', (data, isBinary) => this.#onFrame(ws, data, isBinary));
-    ws.on('close', (code) => this.#onSocketClose(ws, code));
-    ws.on('error', (error) => this.#log.debug({ err: error }, 'socket error'));
+    transport.bind({
+      data: (payload) => this.#onFrame(transport, payload),
+      closed: (clean, reason) => this.#onTransportClose(transport, clean, reason),
+    });
     if (!resuming) {
       this.#state = 'handshake';
       return;
@@ -212,13 +232,17 @@ export class Connection implements Addressable {
     this.#awaitingSequence = true;
     const { sequenceId, frames } = (this.#resume as ResumeBuffer).replay();
     this.#log.debug({ sequenceId, replayed: frames.length }, 'stateful reconnect');
-    this.#enqueue(formatMessage({ type: MessageType.Sequence, sequenceId }));
+    this.#enqueue(this.#protocol.write({ type: MessageType.Sequence, sequenceId }));
     for (const frame of frames) this.#enqueue(frame);
   }
 
-  /** Writes a formatted, sequenced record (an invocation from a client proxy). */
-  write(frame: string): void {
-    this.#send(frame, true);
+  /**
+   * Writes a sequenced invocation from a client proxy: a message shared with other connections (encoded
+   * once per protocol), or its backplane wire form (a JSON record, as the reliable lane writes).
+   */
+  write(frame: string | SharedMessage): void {
+    const shared = typeof frame === 'string' ? SharedMessage.fromWire(frame) : frame;
+    this.#send(shared.encoded(this.#protocol), true);
   }
 
   /**
@@ -240,7 +264,7 @@ export class Connection implements Addressable {
       }, timeoutMs);
       this.#results.set(invocationId, { resolve, reject, timer });
       this.#send(
-        formatMessage({ type: MessageType.Invocation, invocationId, target, arguments: args }),
+        this.#protocol.write({ type: MessageType.Invocation, invocationId, target, arguments: args }),
         true,
       );
     });
@@ -256,7 +280,7 @@ export class Connection implements Addressable {
       );
     }
     if (this.#state === 'open' || this.#state === 'starting') {
-      this.#send(formatMessage(compactClose(error, allowReconnect)), false);
+      this.#send(this.#protocol.write(compactClose(error, allowReconnect)), false);
       this.#flush();
     }
     this.#end(error === undefined ? undefined : new RelayhubError('ERR_CONNECTION_CLOSED', error));
@@ -298,7 +322,7 @@ export class Connection implements Addressable {
             true,
           );
         } else if (now - this.#lastSentAt >= o.keepAliveIntervalMs) {
-          this.#send(formatMessage({ type: MessageType.Ping }), false);
+          this.#send(this.#protocol.write({ type: MessageType.Ping }), false);
         }
         return;
       default:
@@ -308,15 +332,13 @@ export class Connection implements Addressable {
 
   // ---- incoming -------------------------------------------------------------------------------------
 
-  #onFrame(ws: WebSocket, data: WebSocket.RawData, isBinary: boolean): void {
-    if (ws !== this.#ws) return;
+  #onFrame(transport: Transport, payload: Frame): void {
+    if (transport !== this.#transport) return;
     this.#lastReceivedAt = Date.now();
     try {
-      if (isBinary) throw new ProtocolError('Binary frames are not supported by the JSON hub protocol.');
-      const text = rawToString(data);
-      if (this.#state === 'handshake') return this.#onHandshake(text);
-      if (this.#state === 'starting') return this.#wait(text);
-      if (this.#state === 'open') this.#processFrame(text);
+      if (this.#state === 'handshake') return this.#onHandshake(payload);
+      if (this.#state === 'starting') return this.#wait(payload);
+      if (this.#state === 'open') this.#processFrame(payload);
     } catch (error) {
       // note: before the handshake the client reads only a handshake answer, so refuse the handshake.
       if (this.#state === 'handshake') {
@@ -326,23 +348,37 @@ export class Connection implements Addressable {
     }
   }
 
-  #onHandshake(frame: string): void {
+  #onHandshake(payload: Frame): void {
+    const kind = this.#transport?.kind;
     let version: 1 | 2;
-    let records: string[];
+    let rest: Frame | undefined;
     try {
-      records = splitRecords(frame);
-      const first = records.shift() as string;
-      this.#checkSize(first);
-      version = parseHandshakeRequest(first).version;
+      // note: the official clients send the handshake as text, whatever the protocol.
+      if (typeof payload !== 'string' && kind === 'WebSockets') throw binaryFramesError();
+      if (typeof payload === 'string') splitRecords(payload);
+      const handshake = splitHandshake(payload);
+      checkRecordSize(handshake.record, this.#host.options.maximumReceiveMessageSize);
+      const request = parseHandshakeRequest(handshake.record, this.#host.options.protocols);
+      const protocol = request.protocol === 'messagepack' ? messagePackProtocol : jsonProtocol;
+      if (protocol.transferFormat === 'Binary' && kind === 'ServerSentEvents') {
+        throw new ProtocolError(
+          `The protocol '${protocol.name}' is binary; Server-Sent Events carry text only. Use WebSockets or long polling.`,
+          'ERR_HANDSHAKE',
+        );
+      }
+      this.#protocol = protocol;
+      version = request.version;
+      rest = handshake.rest;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       return this.#rejectHandshake(message);
     }
-    if (this.#statefulOffered && version === 2) {
+    // note: as in SignalR, stateful reconnect is a WebSockets feature; the HTTP transports never resume.
+    if (this.#statefulOffered && version === 2 && kind === 'WebSockets') {
       this.#resume = new ResumeBuffer(this.#host.options.statefulReconnectBufferSize);
     }
     this.#state = 'starting';
-    if (records.length > 0) this.#wait(records.join(RECORD_SEPARATOR) + RECORD_SEPARATOR);
+    if (rest !== undefined) this.#wait(rest);
     // note: the connection becomes addressable (and the backplane follows it) before the handshake
     // response, so that once the client's start() resolves every send reaches it.
     this.#host.register(this).then(
@@ -369,19 +405,20 @@ export class Connection implements Addressable {
    * Keeps a frame that arrived while the connection starts, for when it opens. Past
    * `maximumReceiveMessageSize` bytes the socket stops being read (TCP backpressure) until then.
    */
-  #wait(text: string): void {
-    this.#waitingFrames.push(text);
-    this.#waitingBytes += text.length;
+  #wait(payload: Frame): void {
+    this.#waitingFrames.push(payload);
+    this.#waitingBytes += payload.length;
     if (this.#waitingBytes > this.#host.options.maximumReceiveMessageSize && !this.#readPaused) {
       this.#readPaused = true;
-      this.#ws?.pause();
+      this.#transport?.pause();
     }
   }
 
   #sendHandshakeResponse(): void {
     // note: the handshake response goes in a frame of its own; the client does not count hub messages
     // that share its frame in the stateful-reconnect sequence. Writes made meanwhile wait in #pending.
-    (this.#ws as WebSocket).send(HANDSHAKE_OK);
+    const ok = this.#protocol.transferFormat === 'Binary' ? Buffer.from(HANDSHAKE_OK) : HANDSHAKE_OK;
+    (this.#transport as Transport).send(ok);
     this.#handshakeDone = true;
     this.#lastSentAt = Date.now();
     if (this.#pending.length > 0) this.#scheduleFlush();
@@ -394,7 +431,7 @@ export class Connection implements Addressable {
     this.#waitingFrames = [];
     this.#waitingBytes = 0;
     try {
-      for (const text of waiting) this.#processFrame(text);
+      for (const payload of waiting) this.#processFrame(payload);
     } catch (error) {
       this.#onProtocolError(error);
     }
@@ -403,33 +440,30 @@ export class Connection implements Addressable {
 
   #rejectHandshake(reason: string, clientCaused = true): void {
     if (clientCaused) this.#countClientError('protocol', `handshake refused: ${reason}`);
-    const ws = this.#ws;
-    if (ws?.readyState === WebSocket.OPEN) {
-      ws.send(formatHandshakeError(reason));
-      ws.close(1000);
+    const transport = this.#transport;
+    if (transport?.writable) {
+      transport.send(formatHandshakeError(reason));
+      transport.close();
       // note: a paused socket never reads the client's close frame (ws would wait 30 s for it): drop it
-      // once the error has had time to go out.
-      if (this.#readPaused) setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+      // once the error has had time to go out. (A long poll keeps the error for the next poll instead.)
+      if (this.#readPaused && transport.kind === 'WebSockets') {
+        setTimeout(() => transport.terminate(), CLOSE_GRACE_MS).unref();
+      }
     }
     this.#end(new ProtocolError(reason, 'ERR_HANDSHAKE'));
   }
 
-  #processFrame(frame: string): void {
-    for (const record of splitRecords(frame)) {
-      if (this.#state !== 'open') return;
-      this.#checkSize(record);
-      this.#onMessage(parseMessage(record));
+  #processFrame(payload: Frame): void {
+    if (
+      typeof payload !== 'string' &&
+      this.#protocol === jsonProtocol &&
+      this.#transport?.kind === 'WebSockets'
+    ) {
+      throw binaryFramesError();
     }
-  }
-
-  #checkSize(record: string): void {
-    const limit = this.#host.options.maximumReceiveMessageSize;
-    // note: a UTF-16 length under limit/3 cannot exceed the limit in UTF-8, so most records skip the count.
-    if (record.length * 3 > limit && Buffer.byteLength(record) > limit) {
-      throw new ProtocolError(
-        `Message is larger than the server's limit of ${limit} bytes (maximumReceiveMessageSize).`,
-        'ERR_MESSAGE_TOO_LARGE',
-      );
+    for (const message of this.#protocol.parse(payload, this.#host.options.maximumReceiveMessageSize)) {
+      if (this.#state !== 'open') return;
+      this.#onMessage(message);
     }
   }
 
@@ -549,21 +583,21 @@ export class Connection implements Addressable {
   }
 
   /**
-   * Stops reading from the socket while invocations or upload items pile up (TCP backpressure). O(1): the
+   * Stops reading from the transport while invocations or upload items pile up (backpressure). O(1): the
    * uploads whose buffer is full are kept in a set as they fill and drain.
    */
   #updateReadGate(): void {
-    const ws = this.#ws;
-    if (!ws) return;
+    const transport = this.#transport;
+    if (!transport) return;
     const full =
       this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient || this.#fullUploads.size > 0;
     if (full && !this.#readPaused) {
       this.#readPaused = true;
-      ws.pause();
+      transport.pause();
     } else if (!full && this.#readPaused) {
       this.#readPaused = false;
       this.#lastReceivedAt = Date.now();
-      ws.resume();
+      transport.resume();
     }
   }
 
@@ -662,7 +696,10 @@ export class Connection implements Addressable {
       while (!signal.aborted) {
         const next = await iterator.next();
         if (next.done || signal.aborted) break;
-        this.#send(formatMessage({ type: MessageType.StreamItem, invocationId, item: next.value }), true);
+        this.#send(
+          this.#protocol.write({ type: MessageType.StreamItem, invocationId, item: next.value }),
+          true,
+        );
       }
     } catch (caught) {
       if (!signal.aborted) {
@@ -680,7 +717,7 @@ export class Connection implements Addressable {
   }
 
   #complete(invocationId: string, outcome: { result?: unknown; error?: string }): void {
-    this.#send(formatMessage({ type: MessageType.Completion, invocationId, ...outcome }), true);
+    this.#send(this.#protocol.write({ type: MessageType.Completion, invocationId, ...outcome }), true);
   }
 
   #errorText(prefix: string, error: unknown): string {
@@ -721,19 +758,19 @@ export class Connection implements Addressable {
 
   // ---- outgoing -------------------------------------------------------------------------------------
 
-  #send(frame: string, sequenced: boolean): void {
+  #send(frame: Frame, sequenced: boolean): void {
     if (this.#state === 'ended') return;
     if (sequenced) this.#resume?.sent(frame);
     this.#enqueue(frame);
   }
 
-  #enqueue(frame: string): void {
-    const ws = this.#ws;
-    if (!ws || (this.#state !== 'open' && this.#state !== 'starting')) return;
+  #enqueue(frame: Frame): void {
+    const transport = this.#transport;
+    if (!transport || (this.#state !== 'open' && this.#state !== 'starting')) return;
     this.#pending.push(frame);
     this.#pendingBytes += frame.length;
-    if (this.#pendingBytes + ws.bufferedAmount > this.#host.options.maxBufferedBytesPerClient) {
-      return this.#onSlowConsumer(ws);
+    if (this.#pendingBytes + transport.bufferedAmount > this.#host.options.maxBufferedBytesPerClient) {
+      return this.#onSlowConsumer(transport);
     }
     this.#scheduleFlush();
   }
@@ -744,28 +781,28 @@ export class Connection implements Addressable {
     setImmediate(() => this.#flush());
   }
 
-  /** Writes everything pending as one frame: the JSON protocol allows many records per frame. */
+  /** Writes everything pending as one payload: both hub protocols allow many messages per frame. */
   #flush(): void {
     this.#flushScheduled = false;
-    const ws = this.#ws;
-    if (!this.#handshakeDone || this.#pending.length === 0 || !ws || ws.readyState !== WebSocket.OPEN) return;
-    const data = this.#pending.length === 1 ? (this.#pending[0] as string) : this.#pending.join('');
+    const transport = this.#transport;
+    if (!this.#handshakeDone || this.#pending.length === 0 || !transport?.writable) return;
+    const data = concatFrames(this.#pending);
     this.#pending = [];
     this.#pendingBytes = 0;
-    ws.send(data);
+    transport.send(data);
     this.#lastSentAt = Date.now();
   }
 
-  #onSlowConsumer(ws: WebSocket): void {
+  #onSlowConsumer(transport: Transport): void {
     const limit = this.#host.options.maxBufferedBytesPerClient;
     this.#log.warn(
-      { bufferedBytes: ws.bufferedAmount + this.#pendingBytes, limit },
+      { bufferedBytes: transport.bufferedAmount + this.#pendingBytes, limit, transport: transport.kind },
       'slow consumer disconnected',
     );
     this.#pending = [];
     this.#pendingBytes = 0;
     // note: the socket is backed up, so a Close message would queue behind everything else: terminate.
-    ws.terminate();
+    transport.terminate();
     this.#end(
       new RelayhubError(
         'ERR_SLOW_CONSUMER',
@@ -783,7 +820,7 @@ export class Connection implements Addressable {
       this.#ackTimer = undefined;
       const sequenceId = this.#resume?.takeAck();
       if (sequenceId !== undefined && this.#state === 'open') {
-        this.#send(formatMessage({ type: MessageType.Ack, sequenceId }), false);
+        this.#send(this.#protocol.write({ type: MessageType.Ack, sequenceId }), false);
       }
     }, ACK_INTERVAL_MS);
     this.#ackTimer.unref();
@@ -791,23 +828,21 @@ export class Connection implements Addressable {
 
   // ---- ending ---------------------------------------------------------------------------------------
 
-  #onSocketClose(ws: WebSocket, code: number): void {
-    if (ws !== this.#ws) return;
-    this.#ws = undefined;
+  #onTransportClose(transport: Transport, clean: boolean, reason: string): void {
+    if (transport !== this.#transport) return;
+    this.#transport = undefined;
     this.#pending = [];
     this.#pendingBytes = 0;
     if (this.#state === 'ended') return;
     // note: like ASP.NET, only an unclean close keeps a stateful connection waiting for its client.
-    if (this.#state === 'open' && this.#resume?.resumable && code !== 1000) {
+    if (this.#state === 'open' && this.#resume?.resumable && !clean) {
       this.#state = 'detached';
       this.#detachedAt = Date.now();
       this.#readPaused = false;
-      this.#log.debug({ code }, 'socket dropped; waiting for a stateful reconnect');
+      this.#log.debug({ reason }, 'socket dropped; waiting for a stateful reconnect');
       return;
     }
-    this.#end(
-      code === 1000 ? undefined : new RelayhubError('ERR_CONNECTION_CLOSED', `Socket closed (${code}).`),
-    );
+    this.#end(clean ? undefined : new RelayhubError('ERR_CONNECTION_CLOSED', reason));
   }
 
   #end(error: Error | undefined): void {
@@ -815,10 +850,9 @@ export class Connection implements Addressable {
     const registered = this.#state !== 'pending' && this.#state !== 'handshake';
     this.#state = 'ended';
     clearTimeout(this.#ackTimer);
-    const ws = this.#ws;
-    this.#ws = undefined;
-    if (ws && ws.readyState === WebSocket.OPEN) ws.close(1000);
-    else if (ws && ws.readyState === WebSocket.CONNECTING) ws.terminate();
+    const transport = this.#transport;
+    this.#transport = undefined;
+    transport?.close();
     this.#abortController?.abort(
       error ?? new RelayhubError('ERR_CONNECTION_CLOSED', 'The connection ended.'),
     );
@@ -849,11 +883,8 @@ function compactClose(error: string | undefined, allowReconnect: boolean): HubMe
     : { type: MessageType.Close, error, allowReconnect };
 }
 
-function rawToString(data: WebSocket.RawData): string {
-  if (Buffer.isBuffer(data)) return data.toString('utf8');
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.from(data).toString('utf8');
-}
+const binaryFramesError = () =>
+  new ProtocolError('Binary frames are not supported by the JSON hub protocol.');
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;

@@ -11,8 +11,8 @@ import type {
 import { groupNameProblem } from '../redis/keys.js';
 import type { HubOptions } from '../config.js';
 import { HubError, RelayhubError } from '../errors.js';
-import { formatMessage } from '../protocol/json-protocol.js';
 import { MessageType } from '../protocol/messages.js';
+import { SharedMessage } from '../protocol/shared-message.js';
 import type { Principal } from './auth.js';
 import {
   type CallerClients,
@@ -27,6 +27,21 @@ import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
+
+/** How long shutdown waits for long-polling clients to collect their Close message. */
+const DRAIN_LONG_POLLS_MS = 2_000;
+
+/** Waits (bounded) until every long-polling connection's last data was polled. */
+async function drainLongPolls(connections: readonly Connection[]): Promise<void> {
+  const drains = connections.flatMap((c) => (c.transport?.drained ? [c.transport.drained] : []));
+  if (drains.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(drains),
+    new Promise((resolve) => (timer = setTimeout(resolve, DRAIN_LONG_POLLS_MS))),
+  ]);
+  clearTimeout(timer);
+}
 
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
 const newId = (): string => randomBytes(16).toString('base64url');
@@ -43,6 +58,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** Plain counters (client-caused errors by kind), for a metrics collector to read. */
   readonly stats: HubStats = newHubStats();
   readonly #byToken = new Map<string, Connection>();
+  /** The message of the latest publish(), which the backplane hands back to deliver() for local delivery. */
+  #lastPublished: SharedMessage | undefined;
   #channel: HubChannel | undefined;
   #lane: ReliableLane | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -110,9 +127,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   // ---- ClientSink: what the client proxies call ----
 
   publish(audience: Audience, target: string, args: unknown[]): Promise<void> {
-    // note: encoded once per send, whatever the number of recipients.
-    const frame = formatMessage({ type: MessageType.Invocation, target, arguments: args });
-    return this.#requireChannel().publish(audience, frame);
+    // note: encoded once per send and protocol, whatever the number of recipients; the backplane carries
+    // the wire form once, and deliver() below reuses this message for the local connections.
+    const message = SharedMessage.of({ type: MessageType.Invocation, target, arguments: args });
+    this.#lastPublished = message;
+    return this.#requireChannel().publish(audience, message.wire);
   }
 
   invokeClient(connectionId: string, target: string, args: unknown[]): Promise<unknown> {
@@ -131,7 +150,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   // ---- LocalHub: what the backplane calls ----
 
   deliver(audience: Audience, frame: string): void {
-    this.registry.deliver(audience, frame);
+    // note: the backplanes deliver locally within publish(), so the message just published is the one
+    // arriving here, with its encodings; a frame from another instance is rebuilt (and encoded) once.
+    const last = this.#lastPublished;
+    const message = last?.wire === frame ? last : SharedMessage.fromWire(frame);
+    this.registry.deliver(audience, message);
   }
 
   async addToGroup(connectionId: string, group: string): Promise<boolean> {
@@ -226,12 +249,22 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     error: Error | undefined,
     reached: { registered: boolean; connected: boolean },
   ): void {
-    this.#byToken.delete(connection.token);
+    this.#forgetToken(connection);
     if (reached.registered) this.#unfollowGone(connection);
     if (!reached.connected || !this.definition.onDisconnected) return;
     Promise.resolve()
       .then(() => this.definition.onDisconnected?.(connection.context, error))
       .catch((caught: unknown) => this.logger.error({ err: caught }, 'onDisconnected failed'));
+  }
+
+  /** A long polling connection stays reachable until its last data (its Close message) was polled. */
+  #forgetToken(connection: Connection): void {
+    const forget = () => {
+      if (this.#byToken.get(connection.token) === connection) this.#byToken.delete(connection.token);
+    };
+    const drained = connection.transport?.drained;
+    if (drained) void drained.then(forget);
+    else forget();
   }
 
   #unfollowGone(connection: Connection): void {
@@ -268,7 +301,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   close(reason: string): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
-      for (const connection of [...this.#byToken.values()]) connection.close(reason, true);
+      const connections = [...this.#byToken.values()];
+      for (const connection of connections) connection.close(reason, true);
+      await drainLongPolls(connections);
       await this.#lane?.close();
       await this.#channel?.close();
     })();

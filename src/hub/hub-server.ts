@@ -23,6 +23,8 @@ import {
 import type { HubContext, HubDefinition } from './hub.js';
 import { type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
+import { WebSocketTransport } from '../transport/websocket.js';
+import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
 import { parseRequestTarget } from './request-target.js';
 
 export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeOptions> {
@@ -32,9 +34,9 @@ export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeO
    */
   backplane?: Backplane;
   /**
-   * Decides who a negotiate or WebSocket request comes from; `null` refuses it with 401 (empty body, as
-   * ASP.NET answers). Use `jwtAuthenticator({ secret })` for bearer JWTs. A hub's own `authenticate`
-   * (in {@link HubServer.mapHub}) replaces it for that hub.
+   * Decides who a negotiate, WebSocket, SSE or long-polling request comes from; `null` refuses it with
+   * 401 (empty body, as ASP.NET answers). Use `jwtAuthenticator({ secret })` for bearer JWTs. A hub's own
+   * `authenticate` (in {@link HubServer.mapHub}) replaces it for that hub.
    * @default anonymous (everyone is welcome, nobody is a user)
    */
   authenticate?: Authenticate;
@@ -48,11 +50,10 @@ export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeO
   fallback?: RequestListener;
 }
 
-const MIN_FRAME_BYTES = 1 << 20;
-
 /**
- * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket at `<hub>`, and
- * `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen}; {@link close} shuts down gracefully.
+ * Serves hubs over HTTP and WebSockets: `POST <hub>/negotiate`, the WebSocket, Server-Sent Events and
+ * long polling at `<hub>`, and `GET /healthz`. Map hubs with {@link mapHub}, then {@link listen};
+ * {@link close} shuts down gracefully.
  */
 export class HubServer {
   readonly #options: HubOptions;
@@ -96,7 +97,7 @@ export class HubServer {
       noServer: true,
       perMessageDeflate: false,
       // note: a frame may batch many records; each record is checked against maximumReceiveMessageSize.
-      maxPayload: Math.max(this.#options.maximumReceiveMessageSize * 4, MIN_FRAME_BYTES),
+      maxPayload: maxPayloadBytes(this.#options),
     });
   }
 
@@ -208,10 +209,13 @@ export class HubServer {
         return;
       }
     }
-    if (this.#hubs.has(path)) {
-      return json(res, 400, {
-        error: 'This hub accepts WebSocket connections only (no SSE or long polling).',
+    const mapped = this.#hubs.get(path);
+    if (mapped) {
+      this.#onTransportRequest(mapped, req, res, url).catch((error: unknown) => {
+        this.#logger.error({ err: error }, 'transport request failed');
+        if (!res.headersSent) json(res, 500, { error: 'Internal server error.' });
       });
+      return;
     }
     if (!this.#fallback) return json(res, 404, { error: 'Not found.' });
     const failed = (error: unknown) => {
@@ -259,7 +263,7 @@ export class HubServer {
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
     const connection = hub.createConnection(principal, { statefulReconnect: stateful, v0: version < 1 });
-    const transports = [{ transport: 'WebSockets', transferFormats: ['Text'] }];
+    const transports = availableTransports(this.#options);
     json(
       res,
       200,
@@ -275,13 +279,35 @@ export class HubServer {
     );
   }
 
+  /** `GET`/`POST`/`DELETE <hub>?id=`: Server-Sent Events and long polling. */
+  async #onTransportRequest(
+    mapped: MappedHub,
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+  ): Promise<void> {
+    // note: no 503 while closing: the long polls that collect the last Close messages must get through; new
+    // transports cannot start, the connections having ended.
+    const request = () => snapshotRequest(req, url);
+    // note: every request of an HTTP transport is authenticated and authorized, as in ASP.NET.
+    const access = await this.#admit(mapped, req, url, request);
+    if (access.status !== 200) {
+      if (access.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+      res.writeHead(access.status, { 'Content-Length': 0 });
+      return void res.end();
+    }
+    serveHttpTransport(mapped.runtime, req, res, url, access.principal, request);
+  }
+
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
     if (this.#refusedSocket(req.socket)) return void socket.destroy();
     const url = parseRequestTarget(req);
     if (!url) return rejectUpgrade(socket, 400, 'Bad Request');
     const mapped = this.#hubs.get(url.pathname.toLowerCase());
-    if (!mapped) return rejectUpgrade(socket, 404, 'Not Found');
+    if (!mapped || !this.#options.transports.includes('WebSockets')) {
+      return rejectUpgrade(socket, 404, 'Not Found');
+    }
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     const request = snapshotRequest(req, url);
     const access = await this.#admit(mapped, req, url, () => request);
@@ -306,7 +332,7 @@ export class HubServer {
         return;
       }
       bound.request = request;
-      bound.attach(ws);
+      bound.attach(new WebSocketTransport(ws));
     });
   }
 

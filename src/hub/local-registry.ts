@@ -4,9 +4,12 @@ import type { Audience } from '../backplane/backplane.js';
 export interface Addressable {
   readonly connectionId: string;
   readonly userId: string | undefined;
-  /** Writes a formatted, sequenced record to the connection. */
-  write(frame: string): void;
+  /** Writes a sequenced message (in whatever form the connection type takes) to the connection. */
+  write(frame: never): void;
 }
+
+/** The message form a connection type's `write` takes. */
+type FrameOf<C extends Addressable> = Parameters<C['write']>[0];
 
 /**
  * The connections of one hub on this instance, indexed by id, user and group, and the resolution of an
@@ -76,7 +79,7 @@ export class LocalRegistry<C extends Addressable> {
   }
 
   /** Writes `frame` once to each local connection in the audience. */
-  deliver(audience: Audience, frame: string): void {
+  deliver(audience: Audience, frame: FrameOf<C>): void {
     for (const connection of this.resolve(audience)) connection.write(frame);
   }
 

@@ -1,3 +1,5 @@
+import type { Frame } from '../protocol/hub-protocol.js';
+
 /**
  * Stateful reconnect bookkeeping for one connection (hub protocol version 2): the sequenced messages the
  * server sent and the client has not acknowledged yet, and the sequence of the messages received.
@@ -6,7 +8,7 @@
  * CancelInvocation messages only.
  */
 export class ResumeBuffer {
-  #frames: string[] = [];
+  #frames: Frame[] = [];
   /** Sequence id of `#frames[0]`, or of the next frame when the buffer is empty. */
   #firstId = 1;
   #bytes = 0;
@@ -31,7 +33,7 @@ export class ResumeBuffer {
   }
 
   /** Records an outgoing sequenced frame. */
-  sent(frame: string): void {
+  sent(frame: Frame): void {
     if (this.#overflowed) return;
     this.#frames.push(frame);
     this.#bytes += frame.length;
@@ -47,14 +49,14 @@ export class ResumeBuffer {
   /** The client acknowledged every message up to `sequenceId`. */
   acked(sequenceId: number): void {
     while (this.#frames.length > 0 && this.#firstId <= sequenceId) {
-      this.#bytes -= (this.#frames.shift() as string).length;
+      this.#bytes -= (this.#frames.shift() as Frame).length;
       this.#firstId++;
     }
     if (this.#frames.length === 0 && this.#firstId <= sequenceId) this.#firstId = sequenceId + 1;
   }
 
   /** What to send on a resumed socket: the Sequence id, then every unacknowledged frame in order. */
-  replay(): { sequenceId: number; frames: readonly string[] } {
+  replay(): { sequenceId: number; frames: readonly Frame[] } {
     return { sequenceId: this.#firstId, frames: this.#frames };
   }
 

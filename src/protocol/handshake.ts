@@ -1,13 +1,17 @@
 import { ProtocolError } from '../errors.js';
-import { RECORD_SEPARATOR } from './json-protocol.js';
+import type { Frame, ProtocolName } from './hub-protocol.js';
+import { RECORD_SEPARATOR } from './json/json-protocol.js';
 
 /** Hub protocol versions relayhub speaks: 1, and 2 (stateful reconnect: Ack and Sequence messages). */
 export const SUPPORTED_PROTOCOL_VERSIONS = [1, 2] as const;
 
 export interface HandshakeRequest {
-  protocol: 'json';
+  protocol: ProtocolName;
   version: 1 | 2;
 }
+
+/** Every protocol relayhub speaks, in the order it prefers them. */
+export const PROTOCOL_NAMES: readonly ProtocolName[] = Object.freeze(['json', 'messagepack']);
 
 /** `{}` followed by the separator: the handshake succeeded. */
 export const HANDSHAKE_OK = `{}${RECORD_SEPARATOR}`;
@@ -15,10 +19,28 @@ export const HANDSHAKE_OK = `{}${RECORD_SEPARATOR}`;
 export const formatHandshakeError = (error: string): string => JSON.stringify({ error }) + RECORD_SEPARATOR;
 
 /**
- * Parses the handshake record (without its separator). Only the JSON protocol, versions 1 and 2, is
- * supported; anything else is a handshake error that the caller reports before closing.
+ * Splits the handshake record (JSON text ending in 0x1E, whatever the hub protocol) from what follows it
+ * in the same payload: hub messages, which for MessagePack are binary.
  */
-export function parseHandshakeRequest(record: string): HandshakeRequest {
+export function splitHandshake(payload: Frame): { record: string; rest: Frame | undefined } {
+  const end = typeof payload === 'string' ? payload.indexOf(RECORD_SEPARATOR) : payload.indexOf(0x1e);
+  if (end < 0) throw new ProtocolError('Frame does not end with the record separator (0x1E).');
+  const record = typeof payload === 'string' ? payload.slice(0, end) : payload.toString('utf8', 0, end);
+  let rest: Frame | undefined;
+  if (payload.length > end + 1) {
+    rest = typeof payload === 'string' ? payload.slice(end + 1) : payload.subarray(end + 1);
+  }
+  return { record, rest };
+}
+
+/**
+ * Parses the handshake record (without its separator). The protocols in `supported`, versions 1 and 2,
+ * are accepted; anything else is a handshake error that the caller reports before closing.
+ */
+export function parseHandshakeRequest(
+  record: string,
+  supported: readonly ProtocolName[] = PROTOCOL_NAMES,
+): HandshakeRequest {
   let value: unknown;
   try {
     value = JSON.parse(record);
@@ -32,9 +54,9 @@ export function parseHandshakeRequest(record: string): HandshakeRequest {
   if (typeof protocol !== 'string') {
     throw new ProtocolError("Handshake request is missing 'protocol'.", 'ERR_HANDSHAKE');
   }
-  if (protocol !== 'json') {
+  if (!(supported as readonly string[]).includes(protocol)) {
     throw new ProtocolError(
-      `The protocol '${protocol}' is not supported; relayhub speaks 'json'.`,
+      `The protocol '${protocol}' is not supported; this server speaks ${supported.map((p) => `'${p}'`).join(' and ')}.`,
       'ERR_HANDSHAKE',
     );
   }
@@ -43,5 +65,5 @@ export function parseHandshakeRequest(record: string): HandshakeRequest {
     const shown = typeof version === 'object' && version !== null ? JSON.stringify(version) : String(version);
     throw new ProtocolError(`The protocol version '${shown}' is not supported; use 1 or 2.`, 'ERR_HANDSHAKE');
   }
-  return { protocol, version };
+  return { protocol: protocol as ProtocolName, version };
 }

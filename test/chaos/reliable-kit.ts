@@ -6,7 +6,7 @@
  * hold connections, and the clean-up of a test's keys on the shared Redis (its unique prefix only).
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import type { HubConnection } from '@microsoft/signalr';
+import { HttpTransportType, type HubConnection } from '@microsoft/signalr';
 import type { ReliableSendResult } from '../../src/backplane/backplane.js';
 import type { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { RelayhubError } from '../../src/errors.js';
@@ -58,7 +58,15 @@ export async function connectTracked(
   tracker: MessageTracker,
   options: ClientOptions = {},
 ): Promise<HubConnection> {
-  const connection = buildClient(url, { token: await signToken(userId), ...options });
+  // note: WebSockets only. The chaos forwarders give no affinity once an instance is gone (each TCP
+  // connection goes to the next live instance), and Server-Sent Events / long polling need it (README,
+  // Deployment): a client falling back to them would send its acks by POST to instances that do not hold
+  // its connection. A WebSocket lands whole on one instance, or fails and is retried.
+  const connection = buildClient(url, {
+    token: await signToken(userId),
+    transport: HttpTransportType.WebSockets,
+    ...options,
+  });
   trackReliable(connection, userId, tracker);
   pool.add(connection);
   await connection.start();

@@ -6,6 +6,7 @@ import {
   type IRetryPolicy,
   LogLevel,
 } from '@microsoft/signalr';
+import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
 
 export interface ClientOptions {
   /** Bearer token (sent as `Authorization: Bearer`). */
@@ -16,17 +17,23 @@ export interface ClientOptions {
   statefulReconnect?: boolean | { bufferSize: number };
   serverTimeoutMs?: number;
   keepAliveIntervalMs?: number;
+  /** Restricts the client to one transport (default: the client's choice, WebSockets first). */
+  transport?: HttpTransportType;
+  /** The hub protocol (default json). */
+  protocol?: 'json' | 'messagepack';
 }
 
 /** Builds an official @microsoft/signalr client for `url` (not started). */
 export function buildClient(url: string, options: ClientOptions = {}): HubConnection {
   const http: IHttpConnectionOptions = { logger: LogLevel.None };
   if (options.token) http.accessTokenFactory = () => options.token as string;
+  if (options.transport !== undefined) http.transport = options.transport;
   if (options.skipNegotiation) {
     http.skipNegotiation = true;
     http.transport = HttpTransportType.WebSockets;
   }
   let builder = new HubConnectionBuilder().withUrl(url, http).configureLogging(LogLevel.None);
+  if (options.protocol === 'messagepack') builder = builder.withHubProtocol(new MessagePackHubProtocol());
   if (options.reconnectDelays) {
     const delays = options.reconnectDelays;
     const policy: IRetryPolicy = {

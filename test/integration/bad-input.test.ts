@@ -345,8 +345,8 @@ describe('bad input from clients', () => {
       ['a handshake without protocol', `{"version":1}${RS}`, /missing 'protocol'/],
       [
         'an unsupported protocol',
-        handshakeRequest(1, 'messagepack'),
-        /The protocol 'messagepack' is not supported/,
+        handshakeRequest(1, 'blazorpack'),
+        /The protocol 'blazorpack' is not supported/,
       ],
       ['an unsupported version', handshakeRequest(3), /The protocol version '3' is not supported/],
       ['version 0', handshakeRequest(0), /The protocol version '0' is not supported/],

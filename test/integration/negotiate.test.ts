@@ -43,7 +43,9 @@ describe('negotiate', () => {
     // note: the client does not URL-encode the token, so it must be URL-safe.
     expect(body.connectionToken).toMatch(/^[A-Za-z0-9_-]+$/);
     expect(body.availableTransports).toEqual([
-      expect.objectContaining({ transport: 'WebSockets', transferFormats: expect.arrayContaining(['Text']) }),
+      { transport: 'WebSockets', transferFormats: ['Text', 'Binary'] },
+      { transport: 'ServerSentEvents', transferFormats: ['Text'] },
+      { transport: 'LongPolling', transferFormats: ['Text', 'Binary'] },
     ]);
     expect(body).not.toHaveProperty('useStatefulReconnect');
     expect(body).not.toHaveProperty('error');
@@ -78,7 +80,11 @@ describe('negotiate', () => {
     expect(status).toBe(200);
     expect(body.negotiateVersion).toBe(0);
     expect(body).not.toHaveProperty('connectionToken');
-    expect(body.availableTransports).toEqual([expect.objectContaining({ transport: 'WebSockets' })]);
+    expect(body.availableTransports).toEqual([
+      expect.objectContaining({ transport: 'WebSockets' }),
+      expect.objectContaining({ transport: 'ServerSentEvents' }),
+      expect.objectContaining({ transport: 'LongPolling' }),
+    ]);
     const connectionId = body.connectionId as string;
 
     const raw = await RawClient.open(`${server.url(HUB)}?id=${connectionId}`);

@@ -5,7 +5,7 @@ import { ProtocolError } from '../../src/errors.js';
 import { DEMO_HUB_PATH } from '../../src/example/demo-hub.js';
 import type { HubRuntime } from '../../src/hub/hub-runtime.js';
 import { parseHandshakeRequest } from '../../src/protocol/handshake.js';
-import { formatMessage, parseMessage, splitRecords } from '../../src/protocol/json-protocol.js';
+import { formatMessage, parseMessage, splitRecords } from '../../src/protocol/json/json-protocol.js';
 import type { HubMessage } from '../../src/protocol/messages.js';
 import { connect } from '../helpers/client.js';
 import { handshakeRequest, RawClient, RS } from '../helpers/raw-client.js';

@@ -47,8 +47,24 @@ describe('resolveHubOptions: defaults', () => {
       allowStatefulReconnects: true,
       statefulReconnectBufferSize: 100_000,
       statefulReconnectTimeoutMs: 30_000,
+      transports: ['WebSockets', 'ServerSentEvents', 'LongPolling'],
+      protocols: ['json', 'messagepack'],
+      longPollTimeoutMs: 90_000,
     });
     expect(resolveHubOptions({})).toEqual(DEFAULT_HUB_OPTIONS);
+  });
+
+  it('accepts a subset of transports and protocols, and refuses empty or unknown ones with a sentence', () => {
+    expect(resolveHubOptions({ transports: ['LongPolling'], protocols: ['json'] })).toMatchObject({
+      transports: ['LongPolling'],
+      protocols: ['json'],
+    });
+    expect(() => resolveHubOptions({ transports: [] })).toThrow(
+      "Option 'transports' must be a non-empty list of 'WebSockets', 'ServerSentEvents', 'LongPolling'; got [].",
+    );
+    expect(() => resolveHubOptions({ protocols: ['json', 'xml' as 'json'] })).toThrow(
+      `Option 'protocols' must be a non-empty list of 'json', 'messagepack'; got ["json","xml"].`,
+    );
   });
 
   it('freezes the defaults and returns a fresh object each time', () => {

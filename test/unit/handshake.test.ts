@@ -6,7 +6,7 @@ import {
   parseHandshakeRequest,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '../../src/protocol/handshake.js';
-import { splitRecords } from '../../src/protocol/json-protocol.js';
+import { splitRecords } from '../../src/protocol/json/json-protocol.js';
 
 /** Asserts that parsing `record` throws a ProtocolError with code ERR_HANDSHAKE matching `message`. */
 function expectHandshakeError(record: string, message: RegExp): void {
@@ -62,10 +62,27 @@ describe('parseHandshakeRequest', () => {
     },
   );
 
-  it.each(['messagepack', 'JSON', 'blazorpack', ''])('refuses the protocol %j and names it', (protocol) => {
+  it.each(['JSON', 'MessagePack', 'blazorpack', ''])('refuses the protocol %j and names it', (protocol) => {
     expectHandshakeError(
       JSON.stringify({ protocol, version: 1 }),
-      new RegExp(`The protocol '${protocol}' is not supported`),
+      new RegExp(`The protocol '${protocol}' is not supported; this server speaks 'json' and 'messagepack'`),
+    );
+  });
+
+  it('accepts messagepack, and refuses it when the server turned it off', () => {
+    expect(parseHandshakeRequest('{"protocol":"messagepack","version":1}')).toEqual({
+      protocol: 'messagepack',
+      version: 1,
+    });
+    let caught: unknown;
+    try {
+      parseHandshakeRequest('{"protocol":"messagepack","version":1}', ['json']);
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as ProtocolError).code).toBe('ERR_HANDSHAKE');
+    expect((caught as ProtocolError).message).toBe(
+      "The protocol 'messagepack' is not supported; this server speaks 'json'.",
     );
   });
 

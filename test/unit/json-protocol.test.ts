@@ -5,7 +5,7 @@ import {
   parseMessage,
   RECORD_SEPARATOR,
   splitRecords,
-} from '../../src/protocol/json-protocol.js';
+} from '../../src/protocol/json/json-protocol.js';
 import type { HubMessage } from '../../src/protocol/messages.js';
 
 const RS = '\u001e';

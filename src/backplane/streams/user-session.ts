@@ -1,7 +1,7 @@
 import type { RedisClient } from '../../redis/connection.js';
 import type { Logger } from 'pino';
 import { RelayhubError } from '../../errors.js';
-import { formatMessage } from '../../protocol/json-protocol.js';
+import { formatMessage } from '../../protocol/json/json-protocol.js';
 import { MessageType } from '../../protocol/messages.js';
 import type { ReliableRecipient } from '../backplane.js';
 import type { UserKeys } from '../../redis/keys.js';

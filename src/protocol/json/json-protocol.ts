@@ -1,5 +1,6 @@
-import { ProtocolError } from '../errors.js';
-import { type HubMessage, MessageType } from './messages.js';
+import { ProtocolError } from '../../errors.js';
+import type { Frame, HubProtocol } from '../hub-protocol.js';
+import { type HubMessage, MessageType } from '../messages.js';
 
 /** Every JSON record ends with the ASCII record separator 0x1E. */
 export const RECORD_SEPARATOR = '\u001e';
@@ -17,9 +18,33 @@ export function splitRecords(frame: string): string[] {
   return records;
 }
 
-/** Formats one message as a record, separator included. */
+/** Formats one message as a record, separator included. Binary values become base64 strings, as in ASP.NET. */
 export function formatMessage(message: HubMessage): string {
-  return JSON.stringify(message) + RECORD_SEPARATOR;
+  return JSON.stringify(message, binaryAsBase64) + RECORD_SEPARATOR;
+}
+
+/**
+ * Formats one message and says whether JSON kept everything: false when it held binary data or dates,
+ * which JSON turns into strings (so a MessagePack client must not be served from this text).
+ */
+export function formatMessageChecked(message: HubMessage): { record: string; lossless: boolean } {
+  let lossless = true;
+  const record =
+    JSON.stringify(message, function (this: Record<string, unknown>, key: string, value: unknown) {
+      const raw = this[key];
+      if (raw instanceof Uint8Array || raw instanceof Date) lossless = false;
+      return binaryAsBase64.call(this, key, value);
+    }) + RECORD_SEPARATOR;
+  return { record, lossless };
+}
+
+// note: Buffer has a toJSON that runs before the replacer, so the replacer looks at the holder's value.
+function binaryAsBase64(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const raw = this[key];
+  if (raw instanceof Uint8Array) {
+    return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64');
+  }
+  return value;
 }
 
 type Json = Record<string, unknown>;
@@ -127,5 +152,31 @@ export function parseMessage(record: string): HubMessage {
       };
     default:
       throw new ProtocolError(`Unknown message type ${String(o.type)}.`);
+  }
+}
+
+/** The JSON hub protocol: text records ending in 0x1E. */
+export const jsonProtocol: HubProtocol = {
+  name: 'json',
+  version: 2,
+  transferFormat: 'Text',
+  *parse(payload: Frame, maxMessageBytes: number): Iterable<HubMessage> {
+    const text = typeof payload === 'string' ? payload : payload.toString('utf8');
+    for (const record of splitRecords(text)) {
+      checkRecordSize(record, maxMessageBytes);
+      yield parseMessage(record);
+    }
+  },
+  write: formatMessage,
+};
+
+/** Throws `ERR_MESSAGE_TOO_LARGE` when one record is larger than `limit` bytes in UTF-8. */
+export function checkRecordSize(record: string, limit: number): void {
+  // note: a UTF-16 length under limit/3 cannot exceed the limit in UTF-8, so most records skip the count.
+  if (record.length * 3 > limit && Buffer.byteLength(record) > limit) {
+    throw new ProtocolError(
+      `Message is larger than the server's limit of ${limit} bytes (maximumReceiveMessageSize).`,
+      'ERR_MESSAGE_TOO_LARGE',
+    );
   }
 }

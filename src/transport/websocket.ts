@@ -1,0 +1,57 @@
+import WebSocket from 'ws';
+import type { Frame } from '../protocol/hub-protocol.js';
+import type { Transport, TransportEvents } from './transport.js';
+
+/** The WebSockets transport: full duplex; text frames for text protocols, binary frames for binary ones. */
+export class WebSocketTransport implements Transport {
+  readonly kind = 'WebSockets' as const;
+  readonly #ws: WebSocket;
+
+  constructor(ws: WebSocket) {
+    this.#ws = ws;
+  }
+
+  get writable(): boolean {
+    return this.#ws.readyState === WebSocket.OPEN;
+  }
+
+  get bufferedAmount(): number {
+    return this.#ws.bufferedAmount;
+  }
+
+  bind(events: TransportEvents): void {
+    this.#ws.on('message', (data, isBinary) =>
+      events.data(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8')),
+    );
+    this.#ws.on('close', (code) => events.closed(code === 1000, `Socket closed (${code}).`));
+    // note: an 'error' is always followed by 'close'; without a listener it would throw.
+    this.#ws.on('error', () => undefined);
+  }
+
+  send(payload: Frame): void {
+    if (this.writable) this.#ws.send(payload, { binary: typeof payload !== 'string' });
+  }
+
+  pause(): void {
+    this.#ws.pause();
+  }
+
+  resume(): void {
+    this.#ws.resume();
+  }
+
+  close(): void {
+    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.close(1000);
+    else if (this.#ws.readyState === WebSocket.CONNECTING) this.#ws.terminate();
+  }
+
+  terminate(): void {
+    this.#ws.terminate();
+  }
+}
+
+function toBuffer(data: WebSocket.RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
