@@ -100,14 +100,28 @@ describe('property: the MessagePack parser', () => {
             ...messagePackProtocol.parse(messagePackProtocol.write(message) as Buffer, LIMIT),
           ];
           // note: binary comes back as a Buffer (a Uint8Array), the type Node code expects.
-          const bytesAsBuffers = args.map((v) => (v instanceof Uint8Array ? Buffer.from(v) : v));
-          expect(parsed).toEqual({ ...message, arguments: bytesAsBuffers });
+          // note: -0 is written as the integer 0, as the JSON protocol writes it ("0").
+          const expected = args.map((v) =>
+            v instanceof Uint8Array ? Buffer.from(v) : Object.is(v, -0) ? 0 : v,
+          );
+          expect(parsed).toEqual({ ...message, arguments: expected });
         },
       ),
       { numRuns: 1_000 },
     );
   });
 });
+
+/** True when `frame` parses (at least up to a point) into a client Close message. */
+function sendsClose(frame: Buffer): boolean {
+  const seen: HubMessage[] = [];
+  try {
+    for (const message of messagePackProtocol.parse(frame, LIMIT)) seen.push(message);
+  } catch {
+    // a later record was malformed: what parsed before it still reached the server
+  }
+  return seen.some((m) => m.type === 7);
+}
 
 describe('property: a live server and random MessagePack frames', () => {
   let server: TestServer;
@@ -137,7 +151,9 @@ describe('property: a live server and random MessagePack frames', () => {
             );
             if (raw.closeCode !== undefined) {
               expect(raw.closeCode).toBe(1000);
-              expect((raw.messages.at(-1) as unknown[])[0]).toBe(7);
+              // note: a Close the client sent ends the connection without a Close back, as in SignalR;
+              // anything else that closes it is answered with a Close that says why.
+              if (!sendsClose(frame)) expect((raw.messages.at(-1) as unknown[])[0]).toBe(7);
             }
           } finally {
             raw.close();
