@@ -37,6 +37,10 @@ function withCommonOptions(command: Command): Command {
     .addOption(databaseUrlOption());
 }
 
+function metricsPortOption(description: string): Option {
+  return new Option('--metrics-port <port>', description).env('METRICS_PORT').argParser(port);
+}
+
 function databaseUrlOption(): Option {
   return new Option('--database-url <url>', 'Postgres for the outbox')
     .env('DATABASE_URL')
@@ -59,6 +63,8 @@ program.addCommand(
     .addOption(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
     )
+    .addOption(metricsPortOption('serve GET /metrics on this port instead of --port'))
+    .option('--no-metrics', 'do not serve GET /metrics')
     .action((options) => serve(options, logger())),
 );
 
@@ -81,6 +87,7 @@ program.addCommand(
       new Option('--instance-id <id>', 'stable id of this worker (default: random)').env('INSTANCE_ID'),
     )
     .option('--migrate', 'apply the migrations before starting', false)
+    .addOption(metricsPortOption('serve GET /metrics (Prometheus) on this port'))
     .action((options) => runWorker(options, logger())),
 );
 

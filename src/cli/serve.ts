@@ -18,6 +18,9 @@ export interface ServeOptions {
   instanceId?: string;
   jwtSecret?: string;
   databaseUrl: string;
+  /** false with --no-metrics. */
+  metrics: boolean;
+  metricsPort?: number;
 }
 
 function createBackplane(options: ServeOptions, logger: Logger): Backplane {
@@ -46,6 +49,11 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
     backplane: createBackplane(options, logger),
     logger,
+    metrics: !options.metrics
+      ? false
+      : options.metricsPort !== undefined
+        ? { port: options.metricsPort, host: options.host }
+        : true,
     ...(pool ? { fallback: ordersApi(pool) } : {}),
   });
   server.mapHub(DEMO_HUB_PATH, demoHub);
@@ -60,6 +68,9 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   logger.info({ port: address.port, hub: DEMO_HUB_PATH, backplane: options.backplane }, 'relayhub listening');
   // note: scripts and tests read this line to learn the port when they pass --port 0.
   process.stdout.write(`relayhub listening on port ${address.port}\n`);
+  if (server.metricsAddress) {
+    process.stdout.write(`relayhub metrics on port ${server.metricsAddress.port}\n`);
+  }
   onShutdown(logger, async () => {
     await server.close();
     await pool?.end();

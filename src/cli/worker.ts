@@ -1,4 +1,7 @@
+import type { Server } from 'node:http';
 import pg from 'pg';
+import { closeServer, listenMetrics } from '../metrics/metrics-endpoint.js';
+import { workerMetrics } from '../metrics/worker-metrics.js';
 import type { Logger } from 'pino';
 import { migrate } from '../outbox/migrate.js';
 import { OutboxWorker, postgresUnavailable } from '../worker/outbox-worker.js';
@@ -11,6 +14,7 @@ export interface WorkerCliOptions {
   hub: string;
   instanceId?: string;
   migrate: boolean;
+  metricsPort?: number;
 }
 
 /** `relayhub worker`: relays until SIGTERM, then finishes the batch in hand and exits. */
@@ -27,7 +31,16 @@ export async function runWorker(options: WorkerCliOptions, logger: Logger): Prom
   await worker.start();
   logger.info({ worker: worker.workerId, hub: options.hub }, 'outbox worker started');
   process.stdout.write(`relayhub worker ${worker.workerId} started\n`);
-  onShutdown(logger, () => worker.close());
+  let metrics: Server | undefined;
+  if (options.metricsPort !== undefined) {
+    const served = await listenMetrics(workerMetrics(worker), options.metricsPort);
+    metrics = served.server;
+    process.stdout.write(`relayhub worker metrics on port ${served.address.port}\n`);
+  }
+  onShutdown(logger, async () => {
+    if (metrics) await closeServer(metrics);
+    await worker.close();
+  });
 }
 
 /** `relayhub migrate`: applies what is missing and prints what it applied. */

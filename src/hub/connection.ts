@@ -26,6 +26,8 @@ export interface ConnectionHost {
   readonly logger: Logger;
   callerClients(connectionId: string): CallerClients;
   readonly groups: GroupManager;
+  /** Counters read by the metrics collector: hub messages other than pings received from clients. */
+  readonly stats: { received: number };
   /** The handshake request is valid: make the connection addressable everywhere (before the response). */
   register(connection: Connection): Promise<void>;
   /** The handshake response is out: run `onConnected`. */
@@ -366,6 +368,7 @@ export class Connection implements Addressable {
   }
 
   #onMessage(message: HubMessage): void {
+    if (message.type !== MessageType.Ping) this.#host.stats.received++;
     if (this.#awaitingSequence && message.type !== MessageType.Sequence) return;
     if (this.#resume && isSequenced(message.type)) {
       if (!this.#resume.received()) return;

@@ -7,6 +7,7 @@ import type {
   Interest,
   LocalHub,
   ReliableLane,
+  ReliableMetrics,
 } from '../backplane/backplane.js';
 import type { HubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
@@ -25,6 +26,7 @@ import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
+import { countInvocations, HubStats } from '../metrics/hub-stats.js';
 
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
 const newId = (): string => randomBytes(16).toString('base64url');
@@ -38,6 +40,10 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   readonly groups: GroupManager;
   readonly reliable: ReliableClients;
   readonly registry = new LocalRegistry<Connection>();
+  /** Event counters for the metrics collector. */
+  readonly stats = new HubStats();
+  /** The app's definition, its methods counted in {@link stats}. */
+  readonly definition: HubDefinition;
   readonly #byToken = new Map<string, Connection>();
   #channel: HubChannel | undefined;
   #lane: ReliableLane | undefined;
@@ -46,12 +52,13 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
 
   constructor(
     readonly name: string,
-    readonly definition: HubDefinition,
+    definition: HubDefinition,
     readonly options: HubOptions,
     readonly logger: Logger,
   ) {
+    this.definition = countInvocations(definition, this.stats);
     this.clients = hubClients(this);
-    this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane));
+    this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane), this.stats);
     this.groups = {
       add: (connectionId, group) => this.#requireChannel().addToGroup(connectionId, group),
       remove: (connectionId, group) => this.#requireChannel().removeFromGroup(connectionId, group),
@@ -94,11 +101,17 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     return this.registry.size;
   }
 
+  /** The reliable lane's figures; undefined without a lane (or once closing). */
+  reliableMetrics(): Promise<ReliableMetrics> | undefined {
+    return this.#closing ? undefined : this.#lane?.metrics();
+  }
+
   // ---- ClientSink: what the client proxies call ----
 
   publish(audience: Audience, target: string, args: unknown[]): Promise<void> {
     // note: encoded once per send, whatever the number of recipients.
     const frame = formatMessage({ type: MessageType.Invocation, target, arguments: args });
+    this.stats.sent[audience.kind]++;
     return this.#requireChannel().publish(audience, frame);
   }
 

@@ -16,6 +16,14 @@ import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { HubRuntime } from './hub-runtime.js';
+import { hubMetrics, type MetricsCollector } from '../metrics/hub-metrics.js';
+import {
+  closeServer,
+  listenMetrics,
+  METRICS_PATH,
+  metricsHandler,
+  type MetricsOptions,
+} from '../metrics/metrics-endpoint.js';
 
 export interface HubServerOptions extends Partial<HubOptions> {
   /**
@@ -36,6 +44,12 @@ export interface HubServerOptions extends Partial<HubOptions> {
    * @default a 404 answer
    */
   fallback?: RequestListener;
+  /**
+   * `GET /metrics` in the Prometheus text format: `true` on the hub server's port, `{ port }` on its own
+   * port, `false` not at all ({@link HubServer.metrics} still works).
+   * @default true
+   */
+  metrics?: boolean | MetricsOptions;
 }
 
 const MIN_FRAME_BYTES = 1 << 20;
@@ -53,16 +67,21 @@ export class HubServer {
   readonly #hubs = new Map<string, HubRuntime>();
   readonly #wss: WebSocketServer;
   #http: Server | undefined;
+  readonly #metrics: MetricsCollector;
+  readonly #metricsOptions: boolean | MetricsOptions;
+  #metricsServer: Server | undefined;
   #started = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: HubServerOptions = {}) {
-    const { backplane, authenticate, logger, fallback, ...hubOptions } = options;
+    const { backplane, authenticate, logger, fallback, metrics, ...hubOptions } = options;
     this.#options = resolveHubOptions(hubOptions);
     this.#backplane = backplane ?? new MemoryBackplane();
     this.#authenticate = authenticate ?? anonymous;
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
     this.#fallback = fallback;
+    this.#metricsOptions = metrics ?? true;
+    this.#metrics = hubMetrics({ hubs: () => this.#hubs.values(), backplane: this.#backplane });
     this.#wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -112,6 +131,10 @@ export class HubServer {
     this.#started = true;
     this.#http = server;
     for (const hub of this.#hubs.values()) await hub.start(this.#backplane);
+    const metrics = this.#metricsOptions;
+    if (typeof metrics === 'object' && metrics.port !== undefined) {
+      this.#metricsServer = (await listenMetrics(this.#metrics, metrics.port, metrics.host)).server;
+    }
     server.on('upgrade', (req, socket, head) => {
       this.#onUpgrade(req, socket, head).catch((error: unknown) => {
         this.#logger.error({ err: error }, 'upgrade failed');
@@ -126,6 +149,16 @@ export class HubServer {
   /** The backplane's health: whether sends reach other instances, and how many may have been missed. */
   backplaneHealth(): BackplaneHealth {
     return this.#backplane.health();
+  }
+
+  /** This instance's metrics in the Prometheus text format (what `GET /metrics` answers). */
+  metrics(): Promise<string> {
+    return this.#metrics.metrics();
+  }
+
+  /** The address of the separate metrics port, when `metrics: { port }` was given. */
+  get metricsAddress(): AddressInfo | undefined {
+    return (this.#metricsServer?.address() as AddressInfo | null) ?? undefined;
   }
 
   get connectionCount(): number {
@@ -144,6 +177,9 @@ export class HubServer {
         connections: this.connectionCount,
         backplane: { kind: this.#backplane.kind, ...backplane },
       });
+    }
+    if (url.pathname === METRICS_PATH && this.#metricsOptions !== false && !this.#metricsServer) {
+      return metricsHandler(() => this.#metrics.metrics(), this.#metrics.registry.contentType)(req, res);
     }
     if (url.pathname.endsWith('/negotiate')) {
       const hub = this.#hubs.get(url.pathname.slice(0, -'/negotiate'.length));
@@ -254,6 +290,8 @@ export class HubServer {
             this.#wss.close(() => resolve());
           }),
       );
+      const metricsServer = this.#metricsServer;
+      if (metricsServer) await attempt(() => closeServer(metricsServer));
       const http = this.#http;
       if (http?.listening) {
         await attempt(

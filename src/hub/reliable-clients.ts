@@ -5,6 +5,7 @@ import type {
   ReliableSendResult,
 } from '../backplane/backplane.js';
 import { RelayhubError } from '../errors.js';
+import type { HubStats } from '../metrics/hub-stats.js';
 
 /** Sends on the reliable lane (`streams` backplane) to one user. */
 export interface ReliableUserProxy {
@@ -31,7 +32,7 @@ export interface ReliableClients {
   metrics(): Promise<ReliableMetrics>;
 }
 
-export function reliableClients(lane: () => ReliableLane | undefined): ReliableClients {
+export function reliableClients(lane: () => ReliableLane | undefined, stats?: HubStats): ReliableClients {
   const require = (): ReliableLane => {
     const current = lane();
     if (!current) {
@@ -39,11 +40,12 @@ export function reliableClients(lane: () => ReliableLane | undefined): ReliableC
         remedy: 'Use new StreamsBackplane({ redisUrl }) (or --backplane streams), and send after listen().',
       });
     }
+    if (stats) stats.sent.reliable++;
     return current;
   };
   return {
     user: (userId) => ({ send: (target, ...args) => require().send({ userId, target, args }) }),
     send: (message) => require().send(message),
-    metrics: () => require().metrics(),
+    metrics: () => (lane() ?? require()).metrics(),
   };
 }

@@ -413,6 +413,21 @@ export class OutboxWorker {
     this.stats.acked += rowCount ?? 0;
   }
 
+  /**
+   * For metrics: the committed, unrelayed rows of the partitions this worker owns and the age of the
+   * oldest, in seconds (one query).
+   */
+  async backlog(): Promise<{ rows: number; oldestSeconds: number }> {
+    const owned = this.#owner.owned;
+    if (owned.length === 0) return { rows: 0, oldestSeconds: 0 };
+    const { rows } = await this.#pool.query<{ n: number; age: number }>(
+      `SELECT count(*)::int AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age
+       FROM relayhub_outbox WHERE partition = ANY($1) AND relayed_at IS NULL AND failed_at IS NULL`,
+      [owned],
+    );
+    return { rows: rows[0]?.n ?? 0, oldestSeconds: rows[0]?.age ?? 0 };
+  }
+
   /** Finishes the batch in hand, gives the partitions back, and closes every connection. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

@@ -2,7 +2,16 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { RelayhubError } from '../../errors.js';
-import type { Audience, Backplane, BackplaneHealth, HubChannel, Interest, LocalHub } from '../backplane.js';
+import type {
+  Audience,
+  Backplane,
+  BackplaneHealth,
+  BackplaneSample,
+  HubChannel,
+  Interest,
+  LocalHub,
+} from '../backplane.js';
+import { redactUrl } from '../../redact.js';
 import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../keys.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
@@ -187,6 +196,25 @@ export class PubSubBackplane implements Backplane {
         ? 'ready'
         : 'degraded';
     return { status, possibleGaps: this.#possibleGaps, failedSends: this.#failedSends };
+  }
+
+  async sample(hubs: readonly string[]): Promise<BackplaneSample> {
+    const up = !this.#closing && this.#pub.status === 'ready' && this.#sub.status === 'ready';
+    const channelSubscribers: Record<string, number> = {};
+    if (up && hubs.length > 0) {
+      const reply = (await this.#pub.pubsub(
+        'NUMSUB',
+        ...hubs.map((hub) => hubChannels(this.#prefix, hub).all),
+      )) as (string | number)[];
+      hubs.forEach((hub, i) => {
+        channelSubscribers[hub] = Number(reply[i * 2 + 1] ?? 0);
+      });
+    }
+    return {
+      endpoints: [{ endpoint: redactUrl(this.#url), up }],
+      subscriptions: this.#routes.size,
+      channelSubscribers,
+    };
   }
 
   close(): Promise<void> {

@@ -3,6 +3,7 @@ import { type Logger, pino } from 'pino';
 import type {
   Backplane,
   BackplaneHealth,
+  BackplaneSample,
   HubChannel,
   LocalHub,
   LocalUsers,
@@ -93,6 +94,10 @@ export class StreamsBackplane implements Backplane {
     const health = this.#pubsub.health();
     const laneDown = this.#connections.some((c) => c.status !== 'ready');
     return laneDown && health.status === 'ready' ? { ...health, status: 'degraded' } : health;
+  }
+
+  sample(hubs: readonly string[]): Promise<BackplaneSample> {
+    return this.#pubsub.sample(hubs);
   }
 
   close(): Promise<void> {
