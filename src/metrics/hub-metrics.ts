@@ -168,9 +168,14 @@ export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Ba
   counter('relayhub_reliable_dead_letters_total', 'Reliable messages given up on.', ['hub'], (c, s) => {
     for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.deadLetters);
   });
-  counter('relayhub_reliable_acked_total', 'Reliable inbox positions acknowledged (by a client, or past a dead letter).', ['hub'], (c, s) => {
-    for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.acked);
-  });
+  counter(
+    'relayhub_reliable_acked_total',
+    'Reliable inbox positions acknowledged (by a client, or past a dead letter).',
+    ['hub'],
+    (c, s) => {
+      for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.acked);
+    },
+  );
   return {
     registry,
     snapshot,
