@@ -52,6 +52,7 @@ export type {
   SingleClientProxy,
 } from './hub/clients.js';
 export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export type { CorsOptions } from './hub/cors.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export {
   DEFAULT_OUTBOX_TTL_MS,

@@ -16,6 +16,7 @@ import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { HubRuntime } from './hub-runtime.js';
+import { type CorsOptions, CorsPolicy } from './cors.js';
 import { hubMetrics, type MetricsCollector } from '../metrics/hub-metrics.js';
 import {
   closeServer,
@@ -50,6 +51,12 @@ export interface HubServerOptions extends Partial<HubOptions> {
    * @default true
    */
   metrics?: boolean | MetricsOptions;
+  /**
+   * Browser origins other than the server's own that may negotiate and open WebSockets (preflights are
+   * answered). Cross-origin requests and WebSocket upgrades from origins not allowed get 403.
+   * @default undefined (same origin only; clients that send no Origin header are not affected)
+   */
+  cors?: CorsOptions;
 }
 
 const MIN_FRAME_BYTES = 1 << 20;
@@ -68,19 +75,21 @@ export class HubServer {
   readonly #wss: WebSocketServer;
   #http: Server | undefined;
   readonly #metrics: MetricsCollector;
+  readonly #cors: CorsPolicy;
   readonly #metricsOptions: boolean | MetricsOptions;
   #metricsServer: Server | undefined;
   #started = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: HubServerOptions = {}) {
-    const { backplane, authenticate, logger, fallback, metrics, ...hubOptions } = options;
+    const { backplane, authenticate, logger, fallback, metrics, cors, ...hubOptions } = options;
     this.#options = resolveHubOptions(hubOptions);
     this.#backplane = backplane ?? new MemoryBackplane();
     this.#authenticate = authenticate ?? anonymous;
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
     this.#fallback = fallback;
     this.#metricsOptions = metrics ?? true;
+    this.#cors = new CorsPolicy(cors);
     this.#metrics = hubMetrics({ hubs: () => this.#hubs.values(), backplane: this.#backplane });
     this.#wss = new WebSocketServer({
       noServer: true,
@@ -168,6 +177,7 @@ export class HubServer {
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#cors.handle(req, res)) return;
     const url = requestUrl(req);
     if (url.pathname === '/healthz' && req.method === 'GET') {
       const backplane = this.#backplane.health();
@@ -236,6 +246,7 @@ export class HubServer {
     const url = requestUrl(req);
     const hub = this.#hubs.get(url.pathname);
     if (!hub) return rejectUpgrade(socket, 404, 'Not Found');
+    if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     const principal = await this.#authenticateRequest(req, url);
     if (!principal) return rejectUpgrade(socket, 401, 'Unauthorized');
