@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
 import { RelayhubError } from '../errors.js';
 import { DEFAULT_DATABASE_URL } from '../worker/outbox-worker.js';
-import { runDemo } from './demo.js';
+import { DEMO_DESCRIPTION, runDemo } from './demo.js';
+import { cliLogger } from './log.js';
 import { runMigrate, runWorker } from './worker.js';
 import { serve } from './serve.js';
 
@@ -13,6 +13,12 @@ const port = (value: string): number => {
     throw new InvalidArgumentError('Use a port between 0 and 65535.');
   return n;
 };
+
+const list = (value: string): string[] =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
 
 /** Options every command shares; each flag also reads an environment variable. */
 function withCommonOptions(command: Command): Command {
@@ -65,6 +71,22 @@ program.addCommand(
     )
     .addOption(metricsPortOption('serve GET /metrics on this port instead of --port'))
     .option('--no-metrics', 'do not serve GET /metrics')
+    .addOption(
+      new Option('--cors-origins <origins>', 'browser origins allowed to connect, comma-separated')
+        .env('CORS_ORIGINS')
+        .argParser(list),
+    )
+    .addOption(
+      new Option('--dashboard', 'serve the live dashboard at /relayhub/ (behind a token)')
+        .env('DASHBOARD')
+        .default(false),
+    )
+    .addOption(
+      new Option('--dashboard-token <token>', 'the dashboard token (default: random, printed at start)').env(
+        'DASHBOARD_TOKEN',
+      ),
+    )
+    .addOption(new Option('--demo <origins>').argParser(list).hideHelp())
     .action((options) => serve(options, logger())),
 );
 
@@ -100,14 +122,12 @@ program.addCommand(
 
 program.addCommand(
   withCommonOptions(new Command('demo'))
-    .description(
-      'run two hub instances on the pubsub backplane with a development JWT secret; print demo tokens',
-    )
+    .description(DEMO_DESCRIPTION)
     .action((options) => runDemo(options, logger())),
 );
 
 function logger() {
-  return pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  return cliLogger();
 }
 
 program.parseAsync(process.argv).catch((error: unknown) => {

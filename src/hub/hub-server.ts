@@ -17,7 +17,7 @@ import { type Authenticate, anonymous, type Principal } from './auth.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { HubRuntime } from './hub-runtime.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
-import { hubMetrics, type MetricsCollector } from '../metrics/hub-metrics.js';
+import { type HubServerStats, hubMetrics, type MetricsCollector, toStats } from '../metrics/hub-metrics.js';
 import {
   closeServer,
   listenMetrics,
@@ -163,6 +163,11 @@ export class HubServer {
   /** This instance's metrics in the Prometheus text format (what `GET /metrics` answers). */
   metrics(): Promise<string> {
     return this.#metrics.metrics();
+  }
+
+  /** This instance's figures as JSON (connections, counters, backplane, reliable lane), sampled now. */
+  async stats(): Promise<HubServerStats> {
+    return toStats(await this.#metrics.snapshot(), this.#backplane.kind);
   }
 
   /** The address of the separate metrics port, when `metrics: { port }` was given. */

@@ -18,6 +18,77 @@ export interface HubSnapshot {
   sample: BackplaneSample;
 }
 
+/** This instance's figures as plain JSON (what the dashboard feed serves). Counters are cumulative. */
+export interface HubServerStats {
+  /** ms since the epoch, when sampled. */
+  time: number;
+  hubs: {
+    hub: string;
+    connections: number;
+    received: number;
+    sent: Record<SendRoute, number>;
+    invocations: { ok: number; error: number };
+    reliable?: {
+      pending: number;
+      lagSeconds: number;
+      redeliveries: number;
+      deadLetters: number;
+      acked: number;
+    };
+  }[];
+  backplane: {
+    kind: Backplane['kind'];
+    status: ReturnType<Backplane['health']>['status'];
+    endpoints: BackplaneSample['endpoints'];
+    possibleGaps: number;
+    failedSends: number;
+    subscriptions: number;
+    /** Per hub: instances subscribed to its broadcast channel. */
+    instances: Record<string, number>;
+  };
+}
+
+/** Turns a snapshot into {@link HubServerStats}. */
+export function toStats(snapshot: HubSnapshot, kind: Backplane['kind']): HubServerStats {
+  return {
+    time: Date.now(),
+    hubs: snapshot.hubs.map(({ hub, reliable }) => {
+      const invocations = { ok: 0, error: 0 };
+      for (const counts of hub.stats.invocations.values()) {
+        invocations.ok += counts.ok;
+        invocations.error += counts.error;
+      }
+      return {
+        hub: hub.name,
+        connections: hub.connectionCount,
+        received: hub.stats.received,
+        sent: { ...hub.stats.sent },
+        invocations,
+        ...(reliable
+          ? {
+              reliable: {
+                pending: reliable.pending,
+                lagSeconds: reliable.oldestUnackedAgeMs / 1000,
+                redeliveries: reliable.redeliveries,
+                deadLetters: reliable.deadLetters,
+                acked: reliable.acked,
+              },
+            }
+          : {}),
+      };
+    }),
+    backplane: {
+      kind,
+      status: snapshot.health.status,
+      endpoints: snapshot.sample.endpoints,
+      possibleGaps: snapshot.health.possibleGaps,
+      failedSends: snapshot.health.failedSends,
+      subscriptions: snapshot.sample.subscriptions,
+      instances: snapshot.sample.channelSubscribers,
+    },
+  };
+}
+
 /** A Prometheus registry and the scrape that fills it. */
 export interface MetricsCollector {
   readonly registry: Registry;

@@ -14,6 +14,7 @@ import { laneScripts, type Retention, sendReliable } from '../backplane/streams/
 import { DEFAULT_RELIABLE_OPTIONS } from '../backplane/streams/streams-lane.js';
 import { RelayhubError } from '../errors.js';
 import { OUTBOX_CHANNEL, USER_ID } from '../outbox/enqueue.js';
+import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
 import { migrate } from '../outbox/migrate.js';
 import { type DeadLetterHandler, Maintenance, type MaintenanceOptions } from './maintenance.js';
 import { PartitionOwner } from './partition-owner.js';
@@ -417,15 +418,8 @@ export class OutboxWorker {
    * For metrics: the committed, unrelayed rows of the partitions this worker owns and the age of the
    * oldest, in seconds (one query).
    */
-  async backlog(): Promise<{ rows: number; oldestSeconds: number }> {
-    const owned = this.#owner.owned;
-    if (owned.length === 0) return { rows: 0, oldestSeconds: 0 };
-    const { rows } = await this.#pool.query<{ n: number; age: number }>(
-      `SELECT count(*)::int AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age
-       FROM relayhub_outbox WHERE partition = ANY($1) AND relayed_at IS NULL AND failed_at IS NULL`,
-      [owned],
-    );
-    return { rows: rows[0]?.n ?? 0, oldestSeconds: rows[0]?.age ?? 0 };
+  backlog(): Promise<OutboxBacklog> {
+    return outboxBacklog(this.#pool, this.#owner.owned);
   }
 
   /** Finishes the batch in hand, gives the partitions back, and closes every connection. Idempotent. */
