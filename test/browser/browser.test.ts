@@ -4,12 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Browser, launchBrowser } from '../helpers/browser.js';
 import { ClientPool } from '../helpers/client.js';
 import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
-import {
-  InstancePool,
-  type InstanceProcess,
-  startWorkerProcess,
-  type WorkerProcess,
-} from '../helpers/process.js';
+import { InstancePool, startWorkerProcess, type WorkerProcess } from '../helpers/process.js';
 import { deletePrefix, REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { freePort } from '../helpers/redis-server.js';
 import { signToken } from '../helpers/server.js';
