@@ -12,6 +12,12 @@ export type {
   ReliableRecipient,
   ReliableSendResult,
 } from './backplane/backplane.js';
+export {
+  type BackplaneKind,
+  createBackplane,
+  type NamedBackplaneOptions,
+  type RedisOption,
+} from './backplane/create-backplane.js';
 export { DEFAULT_CHANNEL_PREFIX } from './backplane/keys.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
@@ -54,6 +60,8 @@ export type {
 export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
 export type { CorsOptions } from './hub/cors.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
+export type { HubServerStats } from './metrics/hub-metrics.js';
+export type { MetricsOptions } from './metrics/metrics-endpoint.js';
 export {
   DEFAULT_OUTBOX_TTL_MS,
   type DrizzleLike,

@@ -2,10 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { Backplane } from '../backplane/backplane.js';
-import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
-import { PubSubBackplane } from '../backplane/pubsub/pubsub-backplane.js';
-import { StreamsBackplane } from '../backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
@@ -36,17 +32,6 @@ export interface ServeOptions {
   demo?: string[];
 }
 
-function createBackplane(options: ServeOptions, instanceId: string, logger: Logger): Backplane {
-  if (options.backplane === 'memory') return new MemoryBackplane();
-  const redis = {
-    redisUrl: options.redisUrl,
-    channelPrefix: options.channelPrefix,
-    logger,
-    instanceId,
-  };
-  return options.backplane === 'pubsub' ? new PubSubBackplane(redis) : new StreamsBackplane(redis);
-}
-
 /** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */
 export async function serve(options: ServeOptions, logger: Logger): Promise<void> {
   if (!options.jwtSecret) {
@@ -68,7 +53,10 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   };
   const server = new HubServer({
     authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
-    backplane: createBackplane(options, instanceId, logger),
+    backplane: options.backplane,
+    ...(options.backplane === 'memory'
+      ? {}
+      : { redis: { redisUrl: options.redisUrl, instanceId }, channelPrefix: options.channelPrefix }),
     logger,
     metrics: !options.metrics
       ? false

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { Backplane, BackplaneHealth } from '../backplane/backplane.js';
-import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
+import { type BackplaneKind, createBackplane, type RedisOption } from '../backplane/create-backplane.js';
 import { type HubOptions, resolveHubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
@@ -28,10 +28,22 @@ import {
 
 export interface HubServerOptions extends Partial<HubOptions> {
   /**
-   * Carries sends between instances. The server closes it when the server closes.
-   * @default new MemoryBackplane() (one process)
+   * Carries sends between instances: a backplane by name (`'memory'`, `'pubsub'`, `'streams'`, built
+   * from {@link redis} and {@link channelPrefix}) or an instance. The server closes it when it closes.
+   * @default 'memory' (one process)
    */
-  backplane?: Backplane;
+  backplane?: Backplane | BackplaneKind;
+  /**
+   * Where Redis is, for a backplane given by name: a URL (`'redis://host:6379'`) or the backplane's
+   * options object (passed through to its constructor).
+   * @default 'redis://127.0.0.1:6379'
+   */
+  redis?: RedisOption;
+  /**
+   * Prefix of every Redis key and channel of a backplane given by name.
+   * @default 'relayhub'
+   */
+  channelPrefix?: string;
   /**
    * Decides who a negotiate or WebSocket request comes from; `null` refuses it with 401.
    * Use `jwtAuthenticator({ secret })` for bearer JWTs.
@@ -82,11 +94,25 @@ export class HubServer {
   #closing: Promise<void> | undefined;
 
   constructor(options: HubServerOptions = {}) {
-    const { backplane, authenticate, logger, fallback, metrics, cors, ...hubOptions } = options;
+    const { backplane, redis, channelPrefix, authenticate, logger, fallback, metrics, cors, ...hubOptions } =
+      options;
     this.#options = resolveHubOptions(hubOptions);
-    this.#backplane = backplane ?? new MemoryBackplane();
-    this.#authenticate = authenticate ?? anonymous;
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+    if (typeof backplane === 'object') {
+      if (redis !== undefined || channelPrefix !== undefined) {
+        throw new RelayhubError('ERR_CONFIG', 'redis and channelPrefix apply to a backplane given by name.', {
+          remedy: "Pass them to the backplane's constructor, or use backplane: 'pubsub' | 'streams'.",
+        });
+      }
+      this.#backplane = backplane;
+    } else {
+      this.#backplane = createBackplane(backplane ?? 'memory', {
+        ...(redis !== undefined ? { redis } : {}),
+        ...(channelPrefix !== undefined ? { channelPrefix } : {}),
+        logger: this.#logger,
+      });
+    }
+    this.#authenticate = authenticate ?? anonymous;
     this.#fallback = fallback;
     this.#metricsOptions = metrics ?? true;
     this.#cors = new CorsPolicy(cors);
