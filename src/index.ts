@@ -70,7 +70,6 @@ export {
   type PgQueryable,
 } from './outbox/enqueue.js';
 export { MIGRATIONS_DIR, migrate } from './outbox/migrate.js';
-export { outbox } from './outbox/schema.js';
 export {
   DEFAULT_MAINTENANCE_OPTIONS,
   type DeadLetterHandler,

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { RelayhubError } from '../errors.js';
 import { DEFAULT_DATABASE_URL } from '../worker/outbox-worker.js';
@@ -53,8 +54,20 @@ function databaseUrlOption(): Option {
     .default(DEFAULT_DATABASE_URL);
 }
 
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
 const program = new Command('relayhub')
   .description('Realtime hub server speaking the SignalR JSON protocol, scaled out through Redis.')
+  .version(version, '-v, --version', 'print the version')
+  .addHelpText(
+    'after',
+    `
+Environment: every flag also reads its variable (shown in each command's --help), and
+  LOG_LEVEL   trace | debug | info | warn | error | fatal | silent (default: info)
+  LOG_FORMAT  json (default) | text (one readable line per event; relayhub demo uses it)`,
+  )
   .showHelpAfterError();
 
 program.addCommand(
