@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { RelayhubError } from '../errors.js';
+import { requireUrl } from '../unavailable.js';
 import { DEFAULT_DATABASE_URL } from '../worker/outbox-worker.js';
 import { DEMO_DESCRIPTION, runDemo } from './demo.js';
 import { cliLogger } from './log.js';
@@ -142,6 +143,15 @@ program.addCommand(
 function logger() {
   return cliLogger();
 }
+
+// note: a URL that cannot be one is said so up front, not reported later as "not reachable".
+program.hook('preAction', (_program, command) => {
+  const options = command.opts<{ redisUrl?: string; databaseUrl?: string }>();
+  if (options.redisUrl !== undefined) requireUrl(options.redisUrl, ['redis:', 'rediss:'], 'REDIS_URL');
+  if (options.databaseUrl !== undefined) {
+    requireUrl(options.databaseUrl, ['postgres:', 'postgresql:'], 'DATABASE_URL');
+  }
+});
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof RelayhubError) {

@@ -34,9 +34,6 @@ export interface ServeOptions {
 
 /** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */
 export async function serve(options: ServeOptions, logger: Logger): Promise<void> {
-  if (!options.jwtSecret) {
-    logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
-  }
   // note: the orders API enqueues into the outbox, which only the streams backplane's lane delivers.
   const pool =
     options.backplane === 'streams'
@@ -45,7 +42,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   pool?.on('error', (error) => logger.warn({ err: error }, 'postgres pool error'));
   const instanceId = options.instanceId ?? `hub-${randomBytes(3).toString('hex')}`;
   const routes: ((req: IncomingMessage, res: ServerResponse) => boolean)[] = [];
-  const orders = pool ? ordersApi(pool) : undefined;
+  const orders = pool ? ordersApi(pool, logger) : undefined;
   const fallback: RequestListener = (req, res) => {
     for (const route of routes) if (route(req, res)) return;
     if (orders) return orders(req, res);
@@ -64,6 +61,8 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
         ? { port: options.metricsPort, host: options.host }
         : true,
     fallback,
+    // note: the orders API needs Postgres; /healthz says when it cannot reach it.
+    ...(pool ? { healthChecks: { postgres: () => pool.query('SELECT 1') } } : {}),
     ...(options.corsOrigins?.length ? { cors: { origins: options.corsOrigins } } : {}),
   });
   if (options.demo) {
@@ -90,6 +89,10 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     await server.close().catch(() => undefined);
     await pool?.end();
     throw error;
+  }
+  // note: said once it runs, so that a failed start prints exactly one line.
+  if (!options.jwtSecret) {
+    logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
   }
   // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
   // record of the event (no log line repeats it).

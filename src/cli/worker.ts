@@ -4,7 +4,8 @@ import { closeServer, listenMetrics } from '../metrics/metrics-endpoint.js';
 import { workerMetrics } from '../metrics/worker-metrics.js';
 import type { Logger } from 'pino';
 import { migrate } from '../outbox/migrate.js';
-import { OutboxWorker, postgresUnavailable } from '../worker/outbox-worker.js';
+import { postgresUnavailable } from '../unavailable.js';
+import { OutboxWorker } from '../worker/outbox-worker.js';
 import { onShutdown } from './serve.js';
 
 export interface WorkerCliOptions {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import { isRelayhubError } from '../errors.js';
 import { enqueue } from '../outbox/enqueue.js';
 
@@ -14,13 +15,15 @@ class BadRequest extends Error {}
  * updates the `example_orders` row and enqueues the reliable `orderStatus` message in ONE transaction; the
  * user's clients receive `orderStatus({ orderId, status }, { messageId, offset })` and ack it by returning.
  */
-export function ordersApi(pool: pg.Pool): RequestListener {
+export function ordersApi(pool: pg.Pool, logger?: Logger): RequestListener {
   return (req, res) => {
     handle(pool, req, res).catch((error: unknown) => {
       if (error instanceof BadRequest) return send(res, 400, { error: error.message });
       if (isRelayhubError(error) && error.code === 'ERR_INVALID_MESSAGE') {
         return send(res, 400, { error: error.message });
       }
+      // note: the client only learns "retry later"; the operator learns why, once per failed request.
+      logger?.error({ err: error, url: req.url }, 'orders API answered 503: the order could not be saved');
       send(res, 503, { error: 'The order could not be saved; nothing was sent. Retry later.' });
     });
   };

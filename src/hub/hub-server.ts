@@ -17,6 +17,7 @@ import { type Authenticate, anonymous, type Principal } from './auth.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { HubRuntime } from './hub-runtime.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
+import { runChecks } from './health-checks.js';
 import { type HubServerStats, hubMetrics, type MetricsCollector, toStats } from '../metrics/hub-metrics.js';
 import {
   closeServer,
@@ -69,6 +70,12 @@ export interface HubServerOptions extends Partial<HubOptions> {
    * @default undefined (same origin only; clients that send no Origin header are not affected)
    */
   cors?: CorsOptions;
+  /**
+   * Extra checks for `GET /healthz` (e.g. `{ postgres: () => pool.query('SELECT 1') }`): one that
+   * rejects (or takes over 2 s) makes the status `degraded` (503) and is reported with its error.
+   * @default {}
+   */
+  healthChecks?: Record<string, () => Promise<unknown>>;
 }
 
 const MIN_FRAME_BYTES = 1 << 20;
@@ -88,14 +95,25 @@ export class HubServer {
   #http: Server | undefined;
   readonly #metrics: MetricsCollector;
   readonly #cors: CorsPolicy;
+  readonly #healthChecks: Record<string, () => Promise<unknown>>;
   readonly #metricsOptions: boolean | MetricsOptions;
   #metricsServer: Server | undefined;
   #started = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: HubServerOptions = {}) {
-    const { backplane, redis, channelPrefix, authenticate, logger, fallback, metrics, cors, ...hubOptions } =
-      options;
+    const {
+      backplane,
+      redis,
+      channelPrefix,
+      authenticate,
+      logger,
+      fallback,
+      metrics,
+      cors,
+      healthChecks,
+      ...hubOptions
+    } = options;
     this.#options = resolveHubOptions(hubOptions);
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
     if (typeof backplane === 'object') {
@@ -116,6 +134,7 @@ export class HubServer {
     this.#fallback = fallback;
     this.#metricsOptions = metrics ?? true;
     this.#cors = new CorsPolicy(cors);
+    this.#healthChecks = healthChecks ?? {};
     this.#metrics = hubMetrics({ hubs: () => this.#hubs.values(), backplane: this.#backplane });
     this.#wss = new WebSocketServer({
       noServer: true,
@@ -211,13 +230,22 @@ export class HubServer {
     if (this.#cors.handle(req, res)) return;
     const url = requestUrl(req);
     if (url.pathname === '/healthz' && req.method === 'GET') {
-      const backplane = this.#backplane.health();
-      const status = this.#closing ? 'closing' : backplane.status === 'ready' ? 'ok' : 'degraded';
-      return json(res, status === 'ok' ? 200 : 503, {
-        status,
-        connections: this.connectionCount,
-        backplane: { kind: this.#backplane.kind, ...backplane },
+      void runChecks(this.#healthChecks).then((checks) => {
+        const backplane = this.#backplane.health();
+        const failing = Object.values(checks).some((c) => !c.ok);
+        const status = this.#closing
+          ? 'closing'
+          : backplane.status === 'ready' && !failing
+            ? 'ok'
+            : 'degraded';
+        json(res, status === 'ok' ? 200 : 503, {
+          status,
+          connections: this.connectionCount,
+          backplane: { kind: this.#backplane.kind, ...backplane },
+          ...(Object.keys(checks).length > 0 ? { checks } : {}),
+        });
       });
+      return;
     }
     if (url.pathname === METRICS_PATH && this.#metricsOptions !== false && !this.#metricsServer) {
       return metricsHandler(() => this.#metrics.metrics(), this.#metrics.registry.contentType)(req, res);

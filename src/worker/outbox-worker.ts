@@ -13,6 +13,7 @@ import {
 import { laneScripts, type Retention, sendReliable } from '../backplane/streams/reliable-producer.js';
 import { DEFAULT_RELIABLE_OPTIONS } from '../backplane/streams/streams-lane.js';
 import { RelayhubError } from '../errors.js';
+import { postgresUnavailable } from '../unavailable.js';
 import { OUTBOX_CHANNEL, USER_ID } from '../outbox/enqueue.js';
 import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
 import { migrate } from '../outbox/migrate.js';
@@ -447,17 +448,6 @@ export class OutboxWorker {
 function isConnectionError(error: unknown): boolean {
   const message = describe(error);
   return /terminat|Connection|ECONNRESET|ECONNREFUSED|not queryable|ended/i.test(message);
-}
-
-export function postgresUnavailable(url: string, error: unknown): RelayhubError {
-  return new RelayhubError(
-    'ERR_BACKPLANE_UNAVAILABLE',
-    `Postgres at ${url} is not reachable (${describe(error)}).`,
-    {
-      remedy: 'Start it (docker compose up -d postgres) or set DATABASE_URL.',
-      cause: error,
-    },
-  );
 }
 
 async function eachLimited<T>(items: T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {

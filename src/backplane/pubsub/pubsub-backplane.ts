@@ -143,7 +143,7 @@ export class PubSubBackplane implements Backplane {
       this.#failedSends++;
       throw new RelayhubError(
         'ERR_BACKPLANE_UNAVAILABLE',
-        `Redis at ${this.#url} is unreachable (${describe(error)}).`,
+        `Redis at ${redactUrl(this.#url)} is unreachable (${describe(error)}).`,
         {
           remedy: 'The send was not delivered to other instances; retry once health().status is ready.',
           cause: error,
