@@ -75,15 +75,15 @@
 
   async function connect() {
     setStatus(state.connection ? 'reconnecting' : 'connecting');
+    // note: which instance this is, before start(): the inbox replay may begin as soon as it resolves.
+    const about = await info(base());
+    state.instanceLabel = about.instanceId;
     const connection = build();
     state.connection = connection;
     await connection.start();
-    const about = await info(base()).catch(() => ({ instanceId: base(), pid: '?' }));
-    state.instanceLabel = about.instanceId;
     $('instance').textContent = `${about.instanceId} (${base()})`;
     $('transport').textContent = '';
-    $('kill-hint').innerHTML =
-      `To see the reliable lane at work: <code>kill ${about.pid}</code> stops this instance.`;
+    $('kill-hint').innerHTML = `To see the reliable lane at work: <code>kill ${about.pid}</code> stops this instance.`;
     if (state.room) await connection.invoke('JoinGroup', state.room);
     setStatus('connected');
   }

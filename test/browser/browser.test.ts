@@ -4,7 +4,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Browser, launchBrowser } from '../helpers/browser.js';
 import { ClientPool } from '../helpers/client.js';
 import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
-import { InstancePool, startWorkerProcess, type WorkerProcess } from '../helpers/process.js';
+import {
+  InstancePool,
+  type InstanceProcess,
+  startWorkerProcess,
+  type WorkerProcess,
+} from '../helpers/process.js';
 import { deletePrefix, REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { freePort } from '../helpers/redis-server.js';
 import { signToken } from '../helpers/server.js';
@@ -48,6 +53,7 @@ describe('in a real browser (Debian chromium)', () => {
   let browser: Browser;
   let schema: TestSchema;
   let worker: WorkerProcess;
+  let hubs: InstanceProcess[] = [];
   const statics: Server[] = [];
   let origins: string[];
   let allowedPort: number;
@@ -61,7 +67,7 @@ describe('in a real browser (Debian chromium)', () => {
     refusedPort = await freePort();
     origins = ports.map((port) => `http://127.0.0.1:${port}`);
     const cors = [...origins, `http://127.0.0.1:${allowedPort}`].join(',');
-    await Promise.all(
+    hubs = await Promise.all(
       ports.map((port, i) =>
         instances.start({
           redisUrl: REDIS_URL,
@@ -179,6 +185,42 @@ describe('in a real browser (Debian chromium)', () => {
     } finally {
       await allowed.close();
       await refused.close();
+    }
+  });
+
+  // note: last, because it kills the first instance
+  it('the reliable lane: the page survives a killed instance and misses nothing', async () => {
+    const [one, two] = origins as [string, string];
+    const erin = await open(`${one}/?user=erin`);
+    try {
+      await erin.locator('#status.connected').waitFor();
+      const token = await signToken('erin');
+      const post = (origin: string, status: string) =>
+        fetch(`${origin}/api/orders/E-1/status`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ userId: 'erin', status }),
+        }).then((r) => expect(r.status).toBe(200));
+      await post(one, 'paid');
+      await erin.locator('#orders li[data-offset="1"]').waitFor();
+      hubs[0]!.kill('SIGKILL');
+      await hubs[0]!.exited;
+      // committed while the page has no instance: they wait in Postgres and in erin's inbox
+      for (const status of ['packed', 'shipped', 'delivered']) await post(two, status);
+      await erin.locator('#instance', { hasText: 'browser-hub-2' }).waitFor({ timeout: 15_000 });
+      await erin.locator('#orders li[data-offset="4"]').waitFor({ timeout: 15_000 });
+      expect(await erin.locator('#orders li').allTextContents()).toEqual([
+        '#1 order E-1: paid (via browser-hub-1)',
+        '#2 order E-1: packed (via browser-hub-2)',
+        '#3 order E-1: shipped (via browser-hub-2)',
+        '#4 order E-1: delivered (via browser-hub-2)',
+      ]);
+      expect(await erin.textContent('#order-summary')).toMatch(
+        /received 4 \(offsets 1\.\.4\), missing: none/,
+      );
+      await erin.screenshot({ path: browser.artifact('demo-page-after-kill.png') });
+    } finally {
+      await erin.close();
     }
   });
 });
