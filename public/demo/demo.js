@@ -83,7 +83,8 @@
     await connection.start();
     $('instance').textContent = `${about.instanceId} (${base()})`;
     $('transport').textContent = '';
-    $('kill-hint').innerHTML = `To see the reliable lane at work: <code>kill ${about.pid}</code> stops this instance.`;
+    $('kill-hint').innerHTML =
+      `To see the reliable lane at work: <code>kill ${about.pid}</code> stops this instance.`;
     if (state.room) await connection.invoke('JoinGroup', state.room);
     setStatus('connected');
   }
