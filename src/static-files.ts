@@ -45,3 +45,14 @@ export function sendFile(res: ServerResponse, path: string): void {
     },
   );
 }
+
+/** Answers with `body` as JSON, never cached. */
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(text),
+    'Cache-Control': 'no-store',
+  });
+  res.end(text);
+}

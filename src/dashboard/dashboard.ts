@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { HubServerStats } from '../metrics/hub-metrics.js';
 import type { OutboxBacklog } from '../outbox/backlog.js';
 import { bearerToken } from '../hub/auth.js';
-import { PUBLIC_DIR, sendFile } from '../static-files.js';
+import { PUBLIC_DIR, sendFile, sendJson } from '../static-files.js';
 
 export const DASHBOARD_PATH = '/relayhub/';
 
@@ -51,7 +51,7 @@ export function dashboard(options: DashboardOptions): (req: IncomingMessage, res
     }
     if (!url.pathname.startsWith(DASHBOARD_PATH)) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      json(res, 405, { error: 'The dashboard is read-only.' });
+      sendJson(res, 405, { error: 'The dashboard is read-only.' });
       return true;
     }
     // note: the page and its script are static and hold nothing; the feed is what the token guards.
@@ -62,17 +62,18 @@ export function dashboard(options: DashboardOptions): (req: IncomingMessage, res
     }
     if (!authorized(req, url)) {
       res.setHeader('WWW-Authenticate', 'Bearer');
-      json(res, 401, { error: 'The dashboard needs its token: /relayhub/?token=<DASHBOARD_TOKEN>.' });
+      sendJson(res, 401, { error: 'The dashboard needs its token: /relayhub/?token=<DASHBOARD_TOKEN>.' });
       return true;
     }
     if (url.pathname === FEED) {
       feed(options).then(
-        (body) => json(res, 200, body),
-        (error: unknown) => json(res, 500, { error: error instanceof Error ? error.message : String(error) }),
+        (body) => sendJson(res, 200, body),
+        (error: unknown) =>
+          sendJson(res, 500, { error: error instanceof Error ? error.message : String(error) }),
       );
       return true;
     }
-    json(res, 404, { error: 'Not found.' });
+    sendJson(res, 404, { error: 'Not found.' });
     return true;
   };
 }
@@ -84,14 +85,4 @@ async function feed(options: DashboardOptions): Promise<DashboardFeed> {
     options.outbox?.().catch(() => undefined),
   ]);
   return { instanceId: options.instanceId, peers: options.peers ?? [], stats, ...(outbox ? { outbox } : {}) };
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(text),
-    'Cache-Control': 'no-store',
-  });
-  res.end(text);
 }

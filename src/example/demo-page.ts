@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
-import { PUBLIC_DIR, SIGNALR_BROWSER_BUNDLE, sendFile } from '../static-files.js';
+import { PUBLIC_DIR, SIGNALR_BROWSER_BUNDLE, sendFile, sendJson } from '../static-files.js';
 
 export interface DemoPageOptions {
   /** Signs the development tokens the page asks for. */
@@ -40,13 +40,13 @@ export function demoPage(options: DemoPageOptions): (req: IncomingMessage, res: 
       return true;
     }
     if (url.pathname === '/demo/info') {
-      json(res, 200, { instanceId: options.instanceId, pid: process.pid, instances: options.instances });
+      sendJson(res, 200, { instanceId: options.instanceId, pid: process.pid, instances: options.instances });
       return true;
     }
     if (url.pathname === '/demo/token') {
       const user = url.searchParams.get('user') ?? '';
       if (!USER.test(user)) {
-        json(res, 400, { error: "'user' must be 1 to 32 letters, digits, '-' or '_'." });
+        sendJson(res, 400, { error: "'user' must be 1 to 32 letters, digits, '-' or '_'." });
         return true;
       }
       new SignJWT({})
@@ -55,19 +55,9 @@ export function demoPage(options: DemoPageOptions): (req: IncomingMessage, res: 
         .setIssuedAt()
         .setExpirationTime('12h')
         .sign(key)
-        .then((token) => json(res, 200, { token }));
+        .then((token) => sendJson(res, 200, { token }));
       return true;
     }
     return false;
   };
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(text),
-    'Cache-Control': 'no-store',
-  });
-  res.end(text);
 }

@@ -215,37 +215,51 @@ export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Ba
       for (const [hub, count] of Object.entries(s.sample.channelSubscribers)) g.set({ hub }, count);
     },
   );
-  gauge(
+  // note: the reliable lane's figures, per hub that has a lane (streams)
+  const lane = (
+    kind: 'gauge' | 'counter',
+    name: string,
+    help: string,
+    read: (r: ReliableMetrics) => number,
+  ) => {
+    const visit = (m: Gauge | Counter, s: HubSnapshot) => {
+      for (const { hub, reliable } of s.hubs) {
+        if (!reliable) continue;
+        if (m instanceof Gauge) m.set({ hub: hub.name }, read(reliable));
+        else m.inc({ hub: hub.name }, read(reliable));
+      }
+    };
+    return kind === 'gauge' ? gauge(name, help, ['hub'], visit) : counter(name, help, ['hub'], visit);
+  };
+  lane(
+    'gauge',
     'relayhub_reliable_pending',
     'Reliable-lane wake-ups read and not acknowledged yet.',
-    ['hub'],
-    (g, s) => {
-      for (const { hub, reliable } of s.hubs) if (reliable) g.set({ hub: hub.name }, reliable.pending);
-    },
+    (r) => r.pending,
   );
-  gauge(
+  lane(
+    'gauge',
     'relayhub_reliable_lag_seconds',
     'Age of the oldest unacknowledged reliable message held for local users.',
-    ['hub'],
-    (g, s) => {
-      for (const { hub, reliable } of s.hubs) {
-        if (reliable) g.set({ hub: hub.name }, reliable.oldestUnackedAgeMs / 1000);
-      }
-    },
+    (r) => r.oldestUnackedAgeMs / 1000,
   );
-  counter('relayhub_reliable_redeliveries_total', 'Reliable messages delivered again.', ['hub'], (c, s) => {
-    for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.redeliveries);
-  });
-  counter('relayhub_reliable_dead_letters_total', 'Reliable messages given up on.', ['hub'], (c, s) => {
-    for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.deadLetters);
-  });
-  counter(
+  lane(
+    'counter',
+    'relayhub_reliable_redeliveries_total',
+    'Reliable messages delivered again.',
+    (r) => r.redeliveries,
+  );
+  lane(
+    'counter',
+    'relayhub_reliable_dead_letters_total',
+    'Reliable messages given up on.',
+    (r) => r.deadLetters,
+  );
+  lane(
+    'counter',
     'relayhub_reliable_acked_total',
     'Reliable inbox positions acknowledged (by a client, or past a dead letter).',
-    ['hub'],
-    (c, s) => {
-      for (const { hub, reliable } of s.hubs) if (reliable) c.inc({ hub: hub.name }, reliable.acked);
-    },
+    (r) => r.acked,
   );
   return {
     registry,
