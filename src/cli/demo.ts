@@ -28,6 +28,9 @@ export const DEMO_DESCRIPTION = `run the demo: two hub instances (streams backpl
 Needs Redis (REDIS_URL) and Postgres (DATABASE_URL); applies the migrations; signs development tokens
 with a fixed secret (never use it in production). Ctrl-C stops everything.`;
 
+/** Signals this close together are one Ctrl-C. */
+const SAME_SIGNAL_MS = 500;
+
 interface Child {
   name: string;
   process: ChildProcess;
@@ -116,12 +119,17 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+  let stoppingAt = 0;
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) {
+      // note: under `npm start` one Ctrl-C arrives twice (from the terminal, and forwarded by npm) within
+      // milliseconds; only a second press is a request to stop at once.
+      if (Date.now() - stoppingAt < SAME_SIGNAL_MS) return;
       for (const child of children) child.process.kill('SIGKILL');
       process.exit(1);
     }
     stopping = true;
+    stoppingAt = Date.now();
     for (const child of children) child.process.kill('SIGTERM');
     const codes = await Promise.all(children.map((child) => child.exited));
     const clean = codes.every((code) => code === 0 || code === null);

@@ -1,6 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { CLI_PATH } from './process.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface CliRun {
   code: number | null;
@@ -29,7 +32,13 @@ export interface CliProcess {
 }
 
 export function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], {
+  return startCommand(process.execPath, [CLI_PATH, ...args], env);
+}
+
+/** Like {@link startCli} for any command (e.g. `npm start`), run from the repository root. */
+export function startCommand(command: string, args: string[], env: Record<string, string> = {}): CliProcess {
+  const child = spawn(command, args, {
+    cwd: ROOT,
     env: { ...process.env, ...env },
     detached: true,
   });

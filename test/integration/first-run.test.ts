@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type CliProcess, freePortRange, runCli, startCli } from '../helpers/cli.js';
+import { type CliProcess, freePortRange, runCli, startCli, startCommand } from '../helpers/cli.js';
 import { metricValue, scrape } from '../helpers/metrics.js';
 import { createEmptySchema, type EmptySchema } from '../helpers/outbox.js';
 import { InstancePool } from '../helpers/process.js';
@@ -24,18 +24,23 @@ describe('first run (the CLI as a new user meets it)', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('npm start (relayhub demo) prints the page, the dashboard and a curl that works; Ctrl-C stops everything, one line per process, exit 0', async () => {
+  it('npm start prints the page, the dashboard and a curl that works; Ctrl-C stops everything, one line per process, exit 0', async () => {
     const schema: EmptySchema = await createEmptySchema('demo');
     cleanups.push(() => schema.drop());
     const channelPrefix = uniquePrefix('demo');
     cleanups.push(() => deletePrefix(REDIS_URL, channelPrefix));
     const port = await freePortRange(3);
-    demo = startCli(['demo', '--port', String(port), '--host', '127.0.0.1'], {
-      REDIS_URL,
-      DATABASE_URL: schema.databaseUrl,
-      CHANNEL_PREFIX: channelPrefix,
-      LOG_LEVEL: 'info',
-    });
+    // note: what a user runs; --ignore-scripts skips the prestart build (npm test has just built dist/)
+    demo = startCommand(
+      'npm',
+      ['start', '--ignore-scripts', '--', '--port', String(port), '--host', '127.0.0.1'],
+      {
+        REDIS_URL,
+        DATABASE_URL: schema.databaseUrl,
+        CHANNEL_PREFIX: channelPrefix,
+        LOG_LEVEL: 'info',
+      },
+    );
     const running = demo;
     await waitFor(() => running.output().match(/relayhub listening on port/g)?.length === 2, {
       timeoutMs: 20_000,
