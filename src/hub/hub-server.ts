@@ -115,6 +115,8 @@ export class HubServer {
       ...hubOptions
     } = options;
     this.#options = resolveHubOptions(hubOptions);
+    // note: validated before the backplane is built, so that a bad option leaves nothing to close
+    this.#cors = new CorsPolicy(cors);
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
     if (typeof backplane === 'object') {
       if (redis !== undefined || channelPrefix !== undefined) {
@@ -133,7 +135,6 @@ export class HubServer {
     this.#authenticate = authenticate ?? anonymous;
     this.#fallback = fallback;
     this.#metricsOptions = metrics ?? true;
-    this.#cors = new CorsPolicy(cors);
     this.#healthChecks = healthChecks ?? {};
     this.#metrics = hubMetrics({ hubs: () => this.#hubs.values(), backplane: this.#backplane });
     this.#wss = new WebSocketServer({
