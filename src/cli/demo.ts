@@ -81,6 +81,7 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
         PORT: String(port),
         HOST: options.host,
         BACKPLANE: 'streams',
+        EXAMPLE_APP: 'true',
         CORS_ORIGINS: origins.join(','),
         DASHBOARD_TOKEN: DEMO_DASHBOARD_TOKEN,
       }),

@@ -76,7 +76,8 @@ describe('in a real browser (Debian chromium)', () => {
           databaseUrl: schema.databaseUrl,
           instanceId: `browser-hub-${i + 1}`,
           args: ['--port', String(port), '--demo', origins.join(','), '--dashboard', '--cors-origins', cors],
-          env: { DASHBOARD_TOKEN },
+          // note: EXAMPLE_APP for engineer 11a's --example-app, which mounts the orders API
+          env: { DASHBOARD_TOKEN, EXAMPLE_APP: 'true' },
         }),
       ),
     );

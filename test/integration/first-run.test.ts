@@ -132,7 +132,7 @@ describe('first run (the CLI as a new user meets it)', () => {
       channelPrefix: uniquePrefix('health'),
       backplane: 'streams',
       databaseUrl: UNREACHABLE_PG,
-      env: { LOG_LEVEL: 'info' },
+      env: { LOG_LEVEL: 'info', EXAMPLE_APP: 'true' },
     });
     const health = await fetch(instance.url('/healthz'));
     expect(health.status).toBe(503);
