@@ -2,18 +2,25 @@ import type { Logger } from 'pino';
 import { RelayhubError } from '../errors.js';
 import type { Backplane } from './backplane.js';
 import { MemoryBackplane } from './memory/memory-backplane.js';
-import { PubSubBackplane } from './pubsub/pubsub-backplane.js';
+import { PubSubBackplane, type PubSubBackplaneOptions } from './pubsub/pubsub-backplane.js';
 import { StreamsBackplane, type StreamsBackplaneOptions } from './streams/streams-backplane.js';
 
 /** The backplanes that can be named instead of constructed. */
 export type BackplaneKind = Backplane['kind'];
 
-/** Where Redis is: a URL, or the backplane's own options object (passed through unchanged). */
-export type RedisOption = string | Omit<StreamsBackplaneOptions, 'channelPrefix' | 'logger'>;
+/**
+ * Where Redis is: a URL, or the form the backplanes' own `redis` option takes (`{ url }`, and where the
+ * backplanes support it a Cluster, `{ cluster: [...] }`), passed through to them.
+ */
+// note: follows the backplanes' `redis` option when they have one, so that the forms compose.
+export type RedisOption =
+  string | (PubSubBackplaneOptions extends { redis?: infer Target } ? NonNullable<Target> : { url: string });
 
 export interface NamedBackplaneOptions {
   redis?: RedisOption;
   channelPrefix?: string;
+  /** @default a random id */
+  instanceId?: string;
   logger?: Logger;
 }
 
@@ -21,7 +28,7 @@ const KINDS: readonly BackplaneKind[] = ['memory', 'pubsub', 'streams'];
 
 /**
  * Builds the backplane `kind` names: `memory` (one process), `pubsub` (Redis PUB/SUB) or `streams`
- * (PUB/SUB plus the reliable lane). `redis` is a URL or the backplane's options object.
+ * (PUB/SUB plus the reliable lane), on the Redis `redis` points at.
  */
 export function createBackplane(kind: BackplaneKind, options: NamedBackplaneOptions = {}): Backplane {
   if (!KINDS.includes(kind)) {
@@ -37,11 +44,19 @@ export function createBackplane(kind: BackplaneKind, options: NamedBackplaneOpti
     }
     return new MemoryBackplane();
   }
-  const redis = typeof options.redis === 'string' ? { redisUrl: options.redis } : (options.redis ?? {});
-  const merged: StreamsBackplaneOptions = {
-    ...redis,
+  const merged = {
+    ...redisOptions(options.redis),
     ...(options.channelPrefix !== undefined ? { channelPrefix: options.channelPrefix } : {}),
+    ...(options.instanceId !== undefined ? { instanceId: options.instanceId } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
-  };
+  } as StreamsBackplaneOptions;
   return kind === 'pubsub' ? new PubSubBackplane(merged) : new StreamsBackplane(merged);
+}
+
+function redisOptions(redis: RedisOption | undefined): Record<string, unknown> {
+  if (redis === undefined) return {};
+  if (typeof redis === 'string') return { redisUrl: redis };
+  // note: `{ url }` also as redisUrl, which every backplane version reads; the object itself as `redis`.
+  const url = (redis as { url?: unknown }).url;
+  return { ...(typeof url === 'string' ? { redisUrl: url } : {}), redis };
 }

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
+import { createBackplane } from '../backplane/create-backplane.js';
 import { HubServer } from '../hub/hub-server.js';
 import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
 import { RelayhubError } from '../errors.js';
@@ -50,10 +51,15 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   };
   const server = new HubServer({
     authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
-    backplane: options.backplane,
-    ...(options.backplane === 'memory'
-      ? {}
-      : { redis: { redisUrl: options.redisUrl, instanceId }, channelPrefix: options.channelPrefix }),
+    backplane:
+      options.backplane === 'memory'
+        ? 'memory'
+        : createBackplane(options.backplane, {
+            redis: options.redisUrl,
+            channelPrefix: options.channelPrefix,
+            instanceId,
+            logger,
+          }),
     logger,
     metrics: !options.metrics
       ? false

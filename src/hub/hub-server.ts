@@ -35,8 +35,8 @@ export interface HubServerOptions extends Partial<HubOptions> {
    */
   backplane?: Backplane | BackplaneKind;
   /**
-   * Where Redis is, for a backplane given by name: a URL (`'redis://host:6379'`) or the backplane's
-   * options object (passed through to its constructor).
+   * Where Redis is, for a backplane given by name: a URL (`'redis://host:6379'`) or a target in the
+   * form the backplanes' `redis` option takes (`{ url }`; a Cluster where they support one).
    * @default 'redis://127.0.0.1:6379'
    */
   redis?: RedisOption;

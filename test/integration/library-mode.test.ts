@@ -43,10 +43,10 @@ describe('library mode: a backplane by name', () => {
     expect(a.server.backplaneHealth().status).toBe('down');
   });
 
-  it("'pubsub' with the backplane's options object, and 'memory'", async () => {
+  it("'pubsub' with a { url } target, and 'memory'", async () => {
     const channelPrefix = uniquePrefix('named');
     prefixes.push(channelPrefix);
-    const one = await startServer({ backplane: 'pubsub', redis: { redisUrl: REDIS_URL }, channelPrefix });
+    const one = await startServer({ backplane: 'pubsub', redis: { url: REDIS_URL }, channelPrefix });
     const two = await startServer({ backplane: 'pubsub', redis: REDIS_URL, channelPrefix });
     servers.push(one, two);
     const client = await clients.connect(two.url());
