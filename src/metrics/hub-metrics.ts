@@ -189,6 +189,17 @@ export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Ba
       }
     },
   );
+  counter(
+    'relayhub_client_errors_total',
+    'Errors clients caused: unknownMethod, invalidArguments, protocol, limit.',
+    ['hub', 'kind'],
+    (c, s) => {
+      for (const { hub } of s.hubs) {
+        for (const [kind, count] of Object.entries(hub.stats.clientErrors))
+          c.inc({ hub: hub.name, kind }, count);
+      }
+    },
+  );
   gauge('relayhub_backplane_up', '1 when the backplane endpoint is connected.', ['endpoint'], (g, s) => {
     for (const { endpoint, up } of s.sample.endpoints) g.set({ endpoint }, up ? 1 : 0);
   });

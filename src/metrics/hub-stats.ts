@@ -3,6 +3,9 @@ import type { HubDefinition, HubMethod } from '../hub/hub.js';
 /** How a send was addressed: the audience kinds, and the reliable lane. */
 export type SendRoute = 'all' | 'groups' | 'users' | 'connections' | 'reliable';
 
+/** Errors a client causes (an unknown method, bad arguments, a protocol violation, a limit hit). */
+export type ClientErrorKind = 'unknownMethod' | 'invalidArguments' | 'protocol' | 'limit';
+
 export interface InvocationCounts {
   ok: number;
   error: number;
@@ -19,6 +22,13 @@ export class HubStats {
   readonly sent: Record<SendRoute, number> = { all: 0, groups: 0, users: 0, connections: 0, reliable: 0 };
   /** Per registered hub method: the label set stays bounded whatever clients send. */
   readonly invocations = new Map<string, InvocationCounts>();
+  /** Client-caused errors since the hub started, by kind. */
+  readonly clientErrors: Record<ClientErrorKind, number> = {
+    unknownMethod: 0,
+    invalidArguments: 0,
+    protocol: 0,
+    limit: 0,
+  };
 }
 
 /**

@@ -76,6 +76,7 @@ describe('metrics', () => {
     expect(value('relayhub_invocations_total', { hub, method: 'JoinGroup', outcome: 'ok' })).toBe(1);
     expect(value('relayhub_invocations_total', { hub, method: 'JoinGroup', outcome: 'error' })).toBe(1);
     expect(value('relayhub_invocations_total', { hub, method: 'SendToUser', outcome: 'ok' })).toBe(0);
+    expect(value('relayhub_client_errors_total', { hub, kind: 'unknownMethod' })).toBe(0);
     expect(value('relayhub_backplane_up', { endpoint: REDIS_URL })).toBe(1);
     expect(value('relayhub_backplane_possible_gaps_total')).toBe(0);
     expect(value('relayhub_backplane_channel_subscribers', { hub })).toBe(2);
