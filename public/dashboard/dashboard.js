@@ -41,6 +41,7 @@
       <div class="muted">messages per second (sent + received)</div><canvas class="chart" data-chart="rate"></canvas>
       <div class="muted">reliable-lane lag (oldest unacked, s)</div><canvas class="chart" data-chart="lag"></canvas>
       <table>
+        <tr><th>connections per hub</th><td data-field="hubs">-</td></tr>
         <tr><th>backplane endpoints</th><td data-field="endpoints">-</td></tr>
         <tr><th>instances on the broadcast channel</th><td data-field="peers">-</td></tr>
         <tr><th>possible gaps</th><td data-field="gaps">-</td></tr>
@@ -113,6 +114,7 @@
           .map(([h, n]) => `${h}: ${n}`)
           .join(', ') || '-',
       );
+      set(el, 'hubs', s.hubs.map((h) => `${h.hub}: ${h.connections}`).join(', ') || '-');
       set(el, 'gaps', String(s.backplane.possibleGaps));
       set(el, 'pending', String(sum((h) => (h.reliable ? h.reliable.pending : 0))));
       set(el, 'dead-letters', String(sum((h) => (h.reliable ? h.reliable.deadLetters : 0))));

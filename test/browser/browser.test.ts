@@ -148,6 +148,7 @@ describe('in a real browser (Debian chromium)', () => {
       await clients.connect(hubUrl, { token });
       const busy = await clients.connect(hubUrl, { token });
       await card.locator('[data-field="connections"]', { hasText: /^2$/ }).waitFor();
+      expect(await card.locator('[data-field="hubs"]').textContent()).toBe('/hubs/demo: 2');
       const stop = new AbortController();
       const load = (async () => {
         while (!stop.signal.aborted) await busy.invoke('Echo', 'tick');
