@@ -127,38 +127,24 @@ export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Ba
     last = { hubs, health, sample };
     return last;
   };
+  // note: every series is rebuilt from the last snapshot when the registry collects it
+  const collect = <M extends Counter | Gauge>(visit: (metric: M, s: HubSnapshot) => void) =>
+    function (this: M) {
+      this.reset();
+      if (last) visit(this, last);
+    };
   const counter = (
     name: string,
     help: string,
     labelNames: string[],
     visit: (c: Counter, s: HubSnapshot) => void,
-  ) =>
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        if (last) visit(this, last);
-      },
-    });
+  ) => new Counter({ name, help, labelNames, registers: [registry], collect: collect(visit) });
   const gauge = (
     name: string,
     help: string,
     labelNames: string[],
     visit: (g: Gauge, s: HubSnapshot) => void,
-  ) =>
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        if (last) visit(this, last);
-      },
-    });
+  ) => new Gauge({ name, help, labelNames, registers: [registry], collect: collect(visit) });
 
   gauge('relayhub_connections', 'Open connections on this instance.', ['hub'], (g, s) => {
     for (const { hub } of s.hubs) g.set({ hub: hub.name }, hub.connectionCount);
