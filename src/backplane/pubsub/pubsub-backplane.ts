@@ -199,15 +199,15 @@ export class PubSubBackplane implements Backplane {
   }
 
   async sample(hubs: readonly string[]): Promise<BackplaneSample> {
-    const up = !this.#closing && this.#pub.status === 'ready' && this.#sub.status === 'ready';
+    const up = this.health().status === 'ready';
     const channelSubscribers: Record<string, number> = {};
-    if (up && hubs.length > 0) {
-      const reply = (await this.#pub.pubsub(
-        'NUMSUB',
-        ...hubs.map((hub) => hubChannels(this.#prefix, hub).all),
-      )) as (string | number)[];
+    if (up) {
+      // note: one NUMSUB per hub, sent together (auto-pipelining)
+      const counts = await Promise.all(
+        hubs.map((hub) => this.subscribers(hubChannels(this.#prefix, hub).all)),
+      );
       hubs.forEach((hub, i) => {
-        channelSubscribers[hub] = Number(reply[i * 2 + 1] ?? 0);
+        channelSubscribers[hub] = counts[i] ?? 0;
       });
     }
     return {
