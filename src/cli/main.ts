@@ -91,9 +91,11 @@ program.addCommand(
         .argParser(list),
     )
     .addOption(
-      new Option('--dashboard', 'serve the live dashboard at /relayhub/ (behind a token)')
-        .env('DASHBOARD')
-        .default(false),
+      // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
+      new Option(
+        '--dashboard',
+        'serve the live dashboard at /relayhub/, behind a token (env DASHBOARD=true)',
+      ).default(process.env.DASHBOARD === 'true' || process.env.DASHBOARD === '1'),
     )
     .addOption(
       new Option('--dashboard-token <token>', 'the dashboard token (default: random, printed at start)').env(
