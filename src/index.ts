@@ -48,6 +48,7 @@ export {
   bearerToken,
   type JwtOptions,
   jwtAuthenticator,
+  MIN_JWT_SECRET_BYTES,
   type Principal,
 } from './hub/auth.js';
 export type {
@@ -57,7 +58,9 @@ export type {
   HubClients,
   SingleClientProxy,
 } from './hub/clients.js';
-export type { ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export type { Authorize, ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
+export { DEFAULT_HTTP_EDGE_OPTIONS, type HttpEdgeOptions } from './hub/http-edge.js';
+export type { HubRequest } from './hub/hub-request.js';
 export type { CorsOptions } from './hub/cors.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export type { HubServerStats } from './metrics/hub-metrics.js';

@@ -8,8 +8,14 @@ import { DEMO_HUB_PATH } from '../example/demo-hub.js';
 import { redactUrl } from '../redact.js';
 import { runMigrate } from './worker.js';
 
-/** The secret `relayhub demo` signs its tokens with; never use it in production. */
-export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me';
+/**
+ * The secret `relayhub demo` signs its tokens with; never use it in production. At least 32 bytes, as
+ * `jwtAuthenticator` requires for HS256.
+ */
+export const DEMO_JWT_SECRET = 'relayhub-dev-secret-change-me-never-use-in-production';
+
+/** How long the tokens `relayhub demo` prints stay valid. */
+const DEMO_TOKEN_LIFETIME = '12h';
 /** The dashboard token of `relayhub demo` (development only). */
 export const DEMO_DASHBOARD_TOKEN = 'relayhub-demo-dashboard';
 
@@ -98,7 +104,8 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
     new SignJWT({})
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(user)
-      .setExpirationTime('12h')
+      .setIssuedAt()
+      .setExpirationTime(DEMO_TOKEN_LIFETIME)
       .sign(new TextEncoder().encode(secret));
   const alice = await sign('alice');
   const lines = [
@@ -109,10 +116,10 @@ export async function runDemo(options: DemoOptions, logger: Logger): Promise<voi
     `  dashboard:  ${origins[0]}${DASHBOARD_PATH}?token=${DEMO_DASHBOARD_TOKEN}`,
     `  hubs:       ${origins.map((o) => o + DEMO_HUB_PATH).join('  ')}`,
     `  metrics:    ${origins.map((o) => `${o}/metrics`).join('  ')}  http://localhost:${options.port + 2}/metrics (worker)`,
-    `  token for alice: ${alice}`,
-    `  token for bob:   ${await sign('bob')}`,
+    `  token for alice (valid ${DEMO_TOKEN_LIFETIME}): ${alice}`,
+    `  token for bob (valid ${DEMO_TOKEN_LIFETIME}):   ${await sign('bob')}`,
     '',
-    "  update alice's order (she sees it live on the page):",
+    "  update alice's order (she sees it live on the page; a token may post only for its own user):",
     `  curl -X POST ${origins[0]}/api/orders/A-1001/status -H 'Authorization: Bearer ${alice}' \\`,
     `       -H 'Content-Type: application/json' -d '{"userId":"alice","status":"shipped"}'`,
     '',

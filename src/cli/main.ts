@@ -22,6 +22,12 @@ const list = (value: string): string[] =>
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
 
+const count = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('Use a non-negative integer.');
+  return n;
+};
+
 /** Options every command shares; each flag also reads an environment variable. */
 function withCommonOptions(command: Command): Command {
   return command
@@ -82,6 +88,18 @@ program.addCommand(
     )
     .addOption(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
+    )
+    .addOption(
+      // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
+      new Option(
+        '--example-app',
+        'mount the example orders API, POST /api/orders/:id/status (env EXAMPLE_APP=true; needs streams)',
+      ).default(process.env.EXAMPLE_APP === 'true' || process.env.EXAMPLE_APP === '1'),
+    )
+    .addOption(
+      new Option('--max-connections-per-address <n>', 'sockets one remote address may hold (0: no cap)')
+        .env('MAX_CONNECTIONS_PER_ADDRESS')
+        .argParser(count),
     )
     .addOption(metricsPortOption('serve GET /metrics on this port instead of --port'))
     .option('--no-metrics', 'do not serve GET /metrics')

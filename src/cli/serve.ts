@@ -4,11 +4,11 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
+import { RelayhubError } from '../errors.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
 import { createBackplane } from '../backplane/create-backplane.js';
 import { HubServer } from '../hub/hub-server.js';
 import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
-import { RelayhubError } from '../errors.js';
 import { demoPage } from '../example/demo-page.js';
 import { outboxBacklog } from '../outbox/backlog.js';
 
@@ -31,26 +31,41 @@ export interface ServeOptions {
   dashboardToken?: string;
   /** Set by `relayhub demo` only: the demo page and its token endpoint, with every instance's origin. */
   demo?: string[];
+  /** Mount the example orders API (`POST /api/orders/:id/status`); needs `streams` and a JWT secret. */
+  exampleApp?: boolean;
+  /** `maxConnectionsPerAddress` of the server (0: no cap). */
+  maxConnectionsPerAddress?: number;
 }
 
 /** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */
 export async function serve(options: ServeOptions, logger: Logger): Promise<void> {
-  // note: the orders API enqueues into the outbox, which only the streams backplane's lane delivers.
-  const pool =
-    options.backplane === 'streams'
-      ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
-      : undefined;
+  // note: validated (ERR_CONFIG) before anything connects, so that a bad secret fails in one line.
+  const authenticate = options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous;
+  if (options.exampleApp && options.backplane !== 'streams') {
+    // note: the orders API enqueues into the outbox, which only the streams backplane's lane delivers.
+    throw new RelayhubError('ERR_CONFIG', 'The example app needs the streams backplane.', {
+      remedy: 'Add --backplane streams (BACKPLANE=streams), or drop --example-app.',
+    });
+  }
+  if (options.exampleApp && !options.jwtSecret) {
+    throw new RelayhubError('ERR_CONFIG', 'The example orders API authenticates with the hub JWT.', {
+      remedy: 'Set JWT_SECRET (or --jwt-secret), or drop --example-app.',
+    });
+  }
+  const pool = options.exampleApp
+    ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
+    : undefined;
   pool?.on('error', (error) => logger.warn({ err: error }, 'postgres pool error'));
   const instanceId = options.instanceId ?? `hub-${randomBytes(3).toString('hex')}`;
   const routes: ((req: IncomingMessage, res: ServerResponse) => boolean)[] = [];
-  const orders = pool ? ordersApi(pool, logger) : undefined;
+  const orders = pool ? ordersApi(pool, { authenticate, logger }) : undefined;
   const fallback: RequestListener = (req, res) => {
     for (const route of routes) if (route(req, res)) return;
     if (orders) return orders(req, res);
     res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":"Not found."}');
   };
   const server = new HubServer({
-    authenticate: options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous,
+    authenticate,
     backplane:
       options.backplane === 'memory'
         ? 'memory'
@@ -67,6 +82,9 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
         ? { port: options.metricsPort, host: options.host }
         : true,
     fallback,
+    ...(options.maxConnectionsPerAddress === undefined
+      ? {}
+      : { maxConnectionsPerAddress: options.maxConnectionsPerAddress }),
     // note: the orders API needs Postgres; /healthz says when it cannot reach it.
     ...(pool ? { healthChecks: { postgres: () => pool.query('SELECT 1') } } : {}),
     ...(options.corsOrigins?.length ? { cors: { origins: options.corsOrigins } } : {}),
@@ -103,7 +121,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
   // record of the event (no log line repeats it).
   process.stdout.write(
-    `relayhub listening on port ${address.port} (hub ${DEMO_HUB_PATH}, backplane ${options.backplane}, instance ${instanceId})\n`,
+    `relayhub listening on port ${address.port} (hub ${DEMO_HUB_PATH}, backplane ${options.backplane}, instance ${instanceId}${pool ? ', example app' : ''})\n`,
   );
   if (server.metricsAddress) {
     process.stdout.write(`relayhub metrics on port ${server.metricsAddress.port}\n`);

@@ -15,6 +15,7 @@ import {
 import type { Principal } from './auth.js';
 import type { CallerClients, GroupManager } from './clients.js';
 import type { ConnectionContext, HubDefinition } from './hub.js';
+import { EMPTY_REQUEST, type HubRequest } from './hub-request.js';
 import type { Addressable } from './local-registry.js';
 import { ResumeBuffer } from './resume-buffer.js';
 import { UploadStream } from './upload-stream.js';
@@ -75,6 +76,8 @@ export class Connection implements Addressable {
   readonly claims: Principal['claims'];
   readonly items = new Map<string, unknown>();
   readonly context: ConnectionContext;
+  /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
+  request: HubRequest = EMPTY_REQUEST;
 
   #state: State = 'pending';
   #ws: WebSocket | undefined;
@@ -122,10 +125,14 @@ export class Connection implements Addressable {
     this.claims = principal.claims;
     this.#statefulOffered = statefulOffered;
     this.#log = host.logger.child({ connectionId: this.connectionId });
+    const self = this;
     this.context = {
       connectionId: this.connectionId,
       userId: this.userId,
       claims: this.claims,
+      get request() {
+        return self.request;
+      },
       items: this.items,
       clients: host.callerClients(this.connectionId),
       groups: host.groups,

@@ -5,7 +5,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { WebSocketServer } from 'ws';
@@ -14,7 +14,14 @@ import { type BackplaneKind, createBackplane, type RedisOption } from '../backpl
 import { type HubOptions, resolveHubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
+import {
+  capConnectionsPerAddress,
+  type HttpEdgeOptions,
+  resolveHttpEdgeOptions,
+  serverTimeouts,
+} from './http-edge.js';
 import type { HubContext, HubDefinition } from './hub.js';
+import { type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
 import { runChecks } from './health-checks.js';
@@ -26,8 +33,9 @@ import {
   metricsHandler,
   type MetricsOptions,
 } from '../metrics/metrics-endpoint.js';
+import { parseRequestTarget } from './request-target.js';
 
-export interface HubServerOptions extends Partial<HubOptions> {
+export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeOptions> {
   /**
    * Carries sends between instances: a backplane by name (`'memory'`, `'pubsub'`, `'streams'`, built
    * from {@link redis} and {@link channelPrefix}) or an instance. The server closes it when it closes.
@@ -46,15 +54,17 @@ export interface HubServerOptions extends Partial<HubOptions> {
    */
   channelPrefix?: string;
   /**
-   * Decides who a negotiate or WebSocket request comes from; `null` refuses it with 401.
-   * Use `jwtAuthenticator({ secret })` for bearer JWTs.
+   * Decides who a negotiate or WebSocket request comes from; `null` refuses it with 401 (empty body, as
+   * ASP.NET answers). Use `jwtAuthenticator({ secret })` for bearer JWTs. A hub's own `authenticate`
+   * (in {@link HubServer.mapHub}) replaces it for that hub.
    * @default anonymous (everyone is welcome, nobody is a user)
    */
   authenticate?: Authenticate;
   /** @default pino at LOG_LEVEL (or 'info') */
   logger?: Logger;
   /**
-   * Handles HTTP requests that are not for a hub (the app's own routes).
+   * Handles HTTP requests that are not for a hub (the app's own routes). Requests whose target does not
+   * parse (or whose path has a malformed percent-encoding) are answered 400 before they reach it.
    * @default a 404 answer
    */
   fallback?: RequestListener;
@@ -86,11 +96,13 @@ const MIN_FRAME_BYTES = 1 << 20;
  */
 export class HubServer {
   readonly #options: HubOptions;
+  readonly #edge: HttpEdgeOptions;
   readonly #backplane: Backplane;
   readonly #authenticate: Authenticate;
   readonly #logger: Logger;
   readonly #fallback: RequestListener | undefined;
-  readonly #hubs = new Map<string, HubRuntime>();
+  /** By lower-cased path: hub paths match case-insensitively, as ASP.NET routing does. */
+  readonly #hubs = new Map<string, MappedHub>();
   readonly #wss: WebSocketServer;
   #http: Server | undefined;
   readonly #metrics: MetricsCollector;
@@ -98,6 +110,7 @@ export class HubServer {
   readonly #healthChecks: Record<string, () => Promise<unknown>>;
   readonly #metricsOptions: boolean | MetricsOptions;
   #metricsServer: Server | undefined;
+  #refusedSocket: (socket: Socket) => boolean = () => false;
   #started = false;
   #closing: Promise<void> | undefined;
 
@@ -112,9 +125,19 @@ export class HubServer {
       metrics,
       cors,
       healthChecks,
+      headersTimeoutMs,
+      requestTimeoutMs,
+      keepAliveTimeoutMs,
+      maxConnectionsPerAddress,
       ...hubOptions
     } = options;
     this.#options = resolveHubOptions(hubOptions);
+    this.#edge = resolveHttpEdgeOptions({
+      headersTimeoutMs,
+      requestTimeoutMs,
+      keepAliveTimeoutMs,
+      maxConnectionsPerAddress,
+    });
     // note: validated before the backplane is built, so that a bad option leaves nothing to close
     this.#cors = new CorsPolicy(cors);
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
@@ -136,7 +159,10 @@ export class HubServer {
     this.#fallback = fallback;
     this.#metricsOptions = metrics ?? true;
     this.#healthChecks = healthChecks ?? {};
-    this.#metrics = hubMetrics({ hubs: () => this.#hubs.values(), backplane: this.#backplane });
+    this.#metrics = hubMetrics({
+      hubs: () => [...this.#hubs.values()].map((mapped) => mapped.runtime),
+      backplane: this.#backplane,
+    });
     this.#wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -145,30 +171,42 @@ export class HubServer {
     });
   }
 
-  /** Mounts a hub at `path` (e.g. `/hubs/demo`) and returns the context for sending to it from anywhere. */
+  /**
+   * Mounts a hub at `path` (e.g. `/hubs/demo`; matched case-insensitively) and returns the context for
+   * sending to it from anywhere. `definition.authenticate` / `definition.authorize` guard this hub only.
+   */
   mapHub(path: string, definition: HubDefinition): HubContext {
     if (!/^\/[A-Za-z0-9._~\-/]*[^/]$/.test(path)) {
       throw new RelayhubError('ERR_CONFIG', `Hub path '${path}' is not valid.`, {
         remedy: "Use an absolute path without a trailing slash, such as '/hubs/chat'.",
       });
     }
-    if (this.#hubs.has(path)) throw new RelayhubError('ERR_CONFIG', `A hub is already mapped at '${path}'.`);
+    if (this.#hubs.has(path.toLowerCase())) {
+      throw new RelayhubError('ERR_CONFIG', `A hub is already mapped at '${path}' (paths ignore case).`);
+    }
     if (this.#started) throw new RelayhubError('ERR_CONFIG', 'Map every hub before listen().');
     const runtime = new HubRuntime(path, definition, this.#options, this.#logger.child({ hub: path }));
-    this.#hubs.set(path, runtime);
+    this.#hubs.set(path.toLowerCase(), {
+      runtime,
+      authenticate: definition.authenticate ?? this.#authenticate,
+      authorize: definition.authorize,
+    });
     return runtime;
   }
 
   /** The hub mapped at `path`, for sending from outside hub methods. */
   hub(path: string): HubContext {
-    const runtime = this.#hubs.get(path);
-    if (!runtime) throw new RelayhubError('ERR_CONFIG', `No hub is mapped at '${path}'.`);
-    return runtime;
+    const mapped = this.#hubs.get(path.toLowerCase());
+    if (!mapped) throw new RelayhubError('ERR_CONFIG', `No hub is mapped at '${path}'.`);
+    return mapped.runtime;
   }
 
-  /** Starts the hubs on the backplane and listens; resolves with the bound address (use port 0 in tests). */
+  /**
+   * Starts the hubs on the backplane and listens; resolves with the bound address (use port 0 in tests).
+   * The server it creates has the header/request/keep-alive timeouts of {@link HttpEdgeOptions}.
+   */
   async listen(port: number, host = '0.0.0.0'): Promise<AddressInfo> {
-    const server = createServer((req, res) => this.#onRequest(req, res));
+    const server = createServer(serverTimeouts(this.#edge), (req, res) => this.#onRequest(req, res));
     await this.attach(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -180,12 +218,18 @@ export class HubServer {
     return server.address() as AddressInfo;
   }
 
-  /** Starts the hubs and handles WebSocket upgrades of an HTTP server the app created. */
+  /**
+   * Starts the hubs and handles WebSocket upgrades of an HTTP server the app created, with the
+   * per-address connection cap. The app owns that server's timeouts: set `headersTimeout`,
+   * `requestTimeout` and `keepAliveTimeout` (and `connectionsCheckingInterval` at creation) as
+   * {@link HttpEdgeOptions} describes, or Node's defaults (60 s for headers) apply.
+   */
   async attach(server: Server): Promise<void> {
     if (this.#started) throw new RelayhubError('ERR_CONFIG', 'The server has already started.');
     this.#started = true;
     this.#http = server;
-    for (const hub of this.#hubs.values()) await hub.start(this.#backplane);
+    this.#refusedSocket = capConnectionsPerAddress(server, this.#edge.maxConnectionsPerAddress);
+    for (const { runtime } of this.#hubs.values()) await runtime.start(this.#backplane);
     const metrics = this.#metricsOptions;
     if (typeof metrics === 'object' && metrics.port !== undefined) {
       this.#metricsServer = (await listenMetrics(this.#metrics, metrics.port, metrics.host)).server;
@@ -223,14 +267,20 @@ export class HubServer {
 
   get connectionCount(): number {
     let count = 0;
-    for (const hub of this.#hubs.values()) count += hub.connectionCount;
+    for (const { runtime } of this.#hubs.values()) count += runtime.connectionCount;
     return count;
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#refusedSocket(req.socket)) return void res.destroy();
     if (this.#cors.handle(req, res)) return;
-    const url = requestUrl(req);
-    if (url.pathname === '/healthz' && req.method === 'GET') {
+    const url = parseRequestTarget(req);
+    if (!url) {
+      res.setHeader('Connection', 'close');
+      return json(res, 400, { error: 'Bad request target.' });
+    }
+    const path = url.pathname.toLowerCase();
+    if (path === '/healthz' && req.method === 'GET') {
       void runChecks(this.#healthChecks).then((checks) => {
         const backplane = this.#backplane.health();
         const failing = Object.values(checks).some((c) => !c.ok);
@@ -248,11 +298,11 @@ export class HubServer {
       });
       return;
     }
-    if (url.pathname === METRICS_PATH && this.#metricsOptions !== false && !this.#metricsServer) {
+    if (path === METRICS_PATH && this.#metricsOptions !== false && !this.#metricsServer) {
       return metricsHandler(() => this.#metrics.metrics(), this.#metrics.registry.contentType)(req, res);
     }
-    if (url.pathname.endsWith('/negotiate')) {
-      const hub = this.#hubs.get(url.pathname.slice(0, -'/negotiate'.length));
+    if (path.endsWith('/negotiate')) {
+      const hub = this.#hubs.get(path.slice(0, -'/negotiate'.length));
       if (hub) {
         this.#negotiate(hub, req, res, url).catch((error: unknown) => {
           this.#logger.error({ err: error }, 'negotiate failed');
@@ -261,26 +311,53 @@ export class HubServer {
         return;
       }
     }
-    if (this.#hubs.has(url.pathname)) {
+    if (this.#hubs.has(path)) {
       return json(res, 400, {
         error: 'This hub accepts WebSocket connections only (no SSE or long polling).',
       });
     }
-    if (this.#fallback) return void this.#fallback(req, res);
-    json(res, 404, { error: 'Not found.' });
+    if (!this.#fallback) return json(res, 404, { error: 'Not found.' });
+    const failed = (error: unknown) => {
+      this.#logger.error({ err: error }, 'fallback request handler failed');
+      if (!res.headersSent) json(res, 500, { error: 'Internal server error.' });
+      else res.destroy();
+    };
+    // note: a fallback that throws, or an async one that rejects (an unhandled rejection), would
+    // otherwise take the whole process down.
+    try {
+      const result: unknown = this.#fallback(req, res);
+      if (result instanceof Promise) result.catch(failed);
+    } catch (error) {
+      failed(error);
+    }
   }
 
-  async #negotiate(hub: HubRuntime, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async #negotiate(mapped: MappedHub, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (req.method !== 'POST') {
       res.setHeader('Allow', 'POST');
       return json(res, 405, { error: 'Negotiate takes POST.' });
     }
-    if (this.#closing) return json(res, 503, { error: 'The server is shutting down.' });
-    const principal = await this.#authenticateRequest(req, url);
-    if (!principal) {
-      res.setHeader('WWW-Authenticate', 'Bearer');
-      return json(res, 401, { error: 'Unauthorized.' });
+    // note: negotiate reads no body; one that is sent anyway is not drained (up to requestTimeoutMs of
+    // upload): the socket closes after the answer.
+    if (
+      req.headers['content-length'] !== '0' &&
+      (req.headers['content-length'] || req.headers['transfer-encoding'])
+    ) {
+      res.setHeader('Connection', 'close');
     }
+    if (this.#closing) return json(res, 503, { error: 'The server is shutting down.' });
+    // note: no snapshot is kept for a negotiated connection (ctx.request is the upgrade's, and a pending
+    // negotiate must stay cheap); authorize gets one only when the hub has it.
+    const access = await this.#admit(mapped, req, url, () => snapshotRequest(req, url));
+    if (access.status !== 200) {
+      // note: an empty body, as ASP.NET answers: the official client then reports
+      // "Unauthorized: Status code '401'" (a body would become the error text).
+      if (access.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+      res.writeHead(access.status, { 'Content-Length': 0 });
+      return void res.end();
+    }
+    const { principal } = access;
+    const hub = mapped.runtime;
     const version = Number(queryParam(url, 'negotiateVersion') ?? 0);
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
@@ -303,13 +380,20 @@ export class HubServer {
 
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
-    const url = requestUrl(req);
-    const hub = this.#hubs.get(url.pathname);
-    if (!hub) return rejectUpgrade(socket, 404, 'Not Found');
+    if (this.#refusedSocket(req.socket)) return void socket.destroy();
+    const url = parseRequestTarget(req);
+    if (!url) return rejectUpgrade(socket, 400, 'Bad Request');
+    const mapped = this.#hubs.get(url.pathname.toLowerCase());
+    if (!mapped) return rejectUpgrade(socket, 404, 'Not Found');
     if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
-    const principal = await this.#authenticateRequest(req, url);
-    if (!principal) return rejectUpgrade(socket, 401, 'Unauthorized');
+    const request = snapshotRequest(req, url);
+    const access = await this.#admit(mapped, req, url, () => request);
+    if (access.status !== 200) {
+      return rejectUpgrade(socket, access.status, access.status === 401 ? 'Unauthorized' : 'Forbidden');
+    }
+    const { principal } = access;
+    const hub = mapped.runtime;
     const token = url.searchParams.get('id');
     let connection = token === null ? undefined : hub.connectionByToken(token);
     if (token !== null) {
@@ -325,17 +409,33 @@ export class HubServer {
         ws.close(1001);
         return;
       }
+      bound.request = request;
       bound.attach(ws);
     });
   }
 
-  async #authenticateRequest(req: IncomingMessage, url: URL): Promise<Principal | null> {
+  /** The hub's authenticate (or the server's), then its authorize; a hook that throws refuses. */
+  async #admit(
+    mapped: MappedHub,
+    req: IncomingMessage,
+    url: URL,
+    request: () => HubRequest,
+  ): Promise<{ status: 200; principal: Principal } | { status: 401 | 403 }> {
+    let principal: Principal | null;
     try {
-      return await this.#authenticate(req, url);
+      principal = await mapped.authenticate(req, url);
     } catch (error) {
       this.#logger.warn({ err: error }, 'authenticate hook threw; refusing the request');
-      return null;
+      return { status: 401 };
     }
+    if (!principal) return { status: 401 };
+    if (!mapped.authorize) return { status: 200, principal };
+    try {
+      if (await mapped.authorize(principal, request())) return { status: 200, principal };
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'authorize hook threw; refusing the request');
+    }
+    return { status: 403 };
   }
 
   /**
@@ -352,7 +452,7 @@ export class HubServer {
           errors.push(error);
         }
       };
-      for (const hub of this.#hubs.values()) await attempt(() => hub.close(reason));
+      for (const { runtime } of this.#hubs.values()) await attempt(() => runtime.close(reason));
       await attempt(() => this.#backplane.close());
       await attempt(
         () =>
@@ -379,8 +479,10 @@ export class HubServer {
   }
 }
 
-function requestUrl(req: IncomingMessage): URL {
-  return new URL(req.url ?? '/', 'http://localhost');
+interface MappedHub {
+  runtime: HubRuntime;
+  authenticate: Authenticate;
+  authorize: HubDefinition['authorize'];
 }
 
 /** Query keys are matched case-insensitively, as ASP.NET does. */

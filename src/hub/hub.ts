@@ -1,5 +1,6 @@
-import type { Principal } from './auth.js';
+import type { Authenticate, Principal } from './auth.js';
 import type { CallerClients, GroupManager, HubClients } from './clients.js';
+import type { HubRequest } from './hub-request.js';
 import type { ReliableClients } from './reliable-clients.js';
 
 /** What every hub callback knows about the connection it runs for. */
@@ -10,6 +11,11 @@ export interface ConnectionContext {
   readonly userId: string | undefined;
   /** Every claim the authenticator vouched for. */
   readonly claims: Principal['claims'];
+  /**
+   * The HTTP request that bound the connection's transport (the WebSocket upgrade): headers, cookies,
+   * query, remote address. Like `Context.GetHttpContext()`; an immutable snapshot.
+   */
+  readonly request: HubRequest;
   /** Per-connection state for the app; lives as long as the connection. */
   readonly items: Map<string, unknown>;
   /** Senders relative to this connection (`caller`, `others`, `othersInGroup`) and to everyone. */
@@ -30,9 +36,26 @@ export interface ConnectionContext {
 // biome-ignore lint/suspicious/noExplicitAny: hub methods take whatever JSON the client sends.
 export type HubMethod = (ctx: ConnectionContext, ...args: any[]) => unknown;
 
+/**
+ * Decides whether an authenticated principal may connect to a hub (at negotiate and at the WebSocket
+ * upgrade). Resolve false (or throw) to refuse with `403` (empty body).
+ */
+export type Authorize = (principal: Principal, request: HubRequest) => boolean | Promise<boolean>;
+
 export interface HubDefinition {
   /** Hub methods by the name clients invoke (case-sensitive). */
   methods: Record<string, HubMethod>;
+  /**
+   * Who may connect to this hub: replaces the server's `authenticate` for this hub only (like
+   * `[Authorize]` on one hub and `[AllowAnonymous]` on another). `null` refuses with `401` (empty body).
+   * @default the server's `authenticate`
+   */
+  authenticate?: Authenticate;
+  /**
+   * Runs after `authenticate` accepted the request; false refuses with `403` (roles, scopes, tenants).
+   * @default everyone authenticated may connect
+   */
+  authorize?: Authorize;
   /** Runs once the connection has completed its handshake, before its first invocation. */
   onConnected?(ctx: ConnectionContext): void | Promise<void>;
   /** Runs once the connection has ended; `error` says why when it did not end cleanly. */

@@ -1,5 +1,5 @@
 /**
- * End to end through the example app: three `relayhub serve --backplane streams --database-url …`
+ * End to end through the example app: three `relayhub serve --backplane streams --example-app --database-url …`
  * processes (each mounts the orders API) and two `relayhub worker` processes on one outbox; 24 users with
  * official @microsoft/signalr clients spread over the three hubs. Each user's order goes through 15 status
  * updates, POSTed one after another (to a live hub) at a steady pace; meanwhile one hub is SIGSTOPped for
@@ -24,6 +24,7 @@ import {
 import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
 import { type InstanceProcess, InstancePool } from '../helpers/process.js';
 import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { signToken } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const USERS = 24;
@@ -63,6 +64,7 @@ describe('outbox chaos: end to end through the example app', () => {
               backplane: 'streams',
               databaseUrl: s.databaseUrl,
               instanceId: `${p}-hub-${i}`,
+              args: ['--example-app'],
             }),
           ),
         ),
@@ -101,7 +103,7 @@ describe('outbox chaos: end to end through the example app', () => {
         const hub = targets[turn++ % targets.length]!;
         const response = await fetch(hub.url(`/api/orders/order-${user}/status`), {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${await signToken(user)}` },
           body: JSON.stringify({ userId: user, status: `s${update}` }),
         });
         const body = (await response.json()) as { outboxId?: string; error?: string };

@@ -23,11 +23,12 @@ describe('outbox smoke', () => {
 
   it('delivers an order status committed through the example API and records the ack', async () => {
     schema = await createTestSchema('smoke');
+    const jwt = jwtAuthenticator({ secret: TEST_JWT_SECRET });
     const channelPrefix = uniquePrefix('outbox');
     server = await startServer({
       backplane: new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix }),
-      authenticate: jwtAuthenticator({ secret: TEST_JWT_SECRET }),
-      fallback: ordersApi(schema.pool),
+      authenticate: jwt,
+      fallback: ordersApi(schema.pool, { authenticate: jwt }),
     });
     worker = new OutboxWorker({
       databaseUrl: schema.databaseUrl,
@@ -37,7 +38,8 @@ describe('outbox smoke', () => {
     });
     await worker.start();
     const got: unknown[][] = [];
-    const alice = clients.add(buildClient(server.url(), { token: await signToken('alice') }));
+    const token = await signToken('alice');
+    const alice = clients.add(buildClient(server.url(), { token }));
     alice.on('orderStatus', (...args: unknown[]) => {
       got.push(args);
       return true;
@@ -45,7 +47,7 @@ describe('outbox smoke', () => {
     await alice.start();
     const response = await fetch(`${server.baseUrl}/api/orders/42/status`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ userId: 'alice', status: 'shipped' }),
     });
     expect(response.status).toBe(200);
@@ -63,6 +65,7 @@ describe('outbox smoke', () => {
     });
     const bad = await fetch(`${server.baseUrl}/api/orders/42/status`, {
       method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ userId: 'alice', status: 'x', extra: 1 }),
     });
     expect(bad.status).toBe(400);

@@ -16,6 +16,12 @@ describe('bearerToken', () => {
     expect(bearerToken(request('Bearer abc.def.ghi'), url())).toBe('abc.def.ghi');
   });
 
+  it('reads the scheme case-insensitively (RFC 7235)', () => {
+    expect(bearerToken(request('bearer abc'), url())).toBe('abc');
+    expect(bearerToken(request('BEARER abc'), url())).toBe('abc');
+    expect(bearerToken(request('Bearerabc'), url())).toBeUndefined();
+  });
+
   it('trims spaces around the header token', () => {
     expect(bearerToken(request('Bearer   tok  '), url())).toBe('tok');
   });
@@ -69,6 +75,7 @@ describe('jwtAuthenticator', () => {
   it('accepts a token without sub as an authenticated connection without a user', async () => {
     const token = await new SignJWT({ scope: 'read' })
       .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime('1h')
       .sign(key(TEST_JWT_SECRET));
     const principal = await authenticate(request(`Bearer ${token}`), url());
     expect(principal).not.toBeNull();
@@ -99,6 +106,7 @@ describe('jwtAuthenticator', () => {
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject('alice')
       .setNotBefore(Math.floor(Date.now() / 1000) + 3600)
+      .setExpirationTime('2h')
       .sign(key(TEST_JWT_SECRET));
     await expect(authenticate(request(`Bearer ${token}`), url())).resolves.toBeNull();
   });
@@ -107,13 +115,14 @@ describe('jwtAuthenticator', () => {
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: 'HS512' })
       .setSubject('alice')
+      .setExpirationTime('1h')
       .sign(key(TEST_JWT_SECRET));
     await expect(authenticate(request(`Bearer ${token}`), url())).resolves.toBeNull();
   });
 
   it('refuses an unsigned (alg none) token', async () => {
     const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
-    const token = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'alice' })}.`;
+    const token = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 3600 })}.`;
     await expect(authenticate(request(`Bearer ${token}`), url())).resolves.toBeNull();
   });
 
@@ -134,7 +143,10 @@ describe('jwtAuthenticator', () => {
   it('checks issuer and audience when they are configured', async () => {
     const strict = jwtAuthenticator({ secret: TEST_JWT_SECRET, issuer: 'relayhub-tests', audience: 'hubs' });
     const sign = (issuer: string | undefined, audience: string | undefined) => {
-      let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice');
+      let jwt = new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setExpirationTime('1h');
       if (issuer) jwt = jwt.setIssuer(issuer);
       if (audience) jwt = jwt.setAudience(audience);
       return jwt.sign(key(TEST_JWT_SECRET));
@@ -159,5 +171,78 @@ describe('jwtAuthenticator', () => {
     expect((caught as RelayhubError).code).toBe('ERR_CONFIG');
     expect((caught as RelayhubError).message).toMatch(/The JWT secret is empty\./);
     expect((caught as RelayhubError).remedy).toMatch(/JWT_SECRET/);
+  });
+
+  const configError = (make: () => unknown): RelayhubError => {
+    try {
+      make();
+    } catch (error) {
+      expect(error).toBeInstanceOf(RelayhubError);
+      expect((error as RelayhubError).code).toBe('ERR_CONFIG');
+      return error as RelayhubError;
+    }
+    throw new Error('expected ERR_CONFIG');
+  };
+
+  it('refuses an HS256 secret under 32 bytes (RFC 7518 §3.2) with ERR_CONFIG, counting UTF-8 bytes', () => {
+    for (const secret of ['x', 'relayhub-dev-secret-change-me', 'a'.repeat(31), 'é'.repeat(15)]) {
+      const error = configError(() => jwtAuthenticator({ secret }));
+      expect(error.message).toMatch(/HS256 needs at least 32 \(RFC 7518 §3\.2\)/);
+      expect(error.remedy).toMatch(/JWT_SECRET/);
+    }
+    expect(() => jwtAuthenticator({ secret: 'a'.repeat(32) })).not.toThrow();
+    expect(() => jwtAuthenticator({ secret: 'é'.repeat(16) })).not.toThrow();
+  });
+
+  it('refuses bad maxTokenAgeMs / clockToleranceMs with ERR_CONFIG', () => {
+    for (const maxTokenAgeMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      configError(() => jwtAuthenticator({ secret: TEST_JWT_SECRET, maxTokenAgeMs }));
+    }
+    for (const clockToleranceMs of [-1, Number.NaN]) {
+      configError(() => jwtAuthenticator({ secret: TEST_JWT_SECRET, clockToleranceMs }));
+    }
+  });
+
+  it('refuses a token without exp (it would be valid forever)', async () => {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setIssuedAt()
+      .sign(key(TEST_JWT_SECRET));
+    await expect(authenticate(request(`Bearer ${token}`), url())).resolves.toBeNull();
+  });
+
+  it('allows 5 s of clock skew by default, and the configured tolerance', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expiredAgo = (seconds: number) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setExpirationTime(now - seconds)
+        .sign(key(TEST_JWT_SECRET));
+    expect((await authenticate(request(`Bearer ${await expiredAgo(2)}`), url()))?.userId).toBe('alice');
+    await expect(authenticate(request(`Bearer ${await expiredAgo(20)}`), url())).resolves.toBeNull();
+    const lenient = jwtAuthenticator({ secret: TEST_JWT_SECRET, clockToleranceMs: 60_000 });
+    expect((await lenient(request(`Bearer ${await expiredAgo(20)}`), url()))?.userId).toBe('alice');
+    const strict = jwtAuthenticator({ secret: TEST_JWT_SECRET, clockToleranceMs: 0 });
+    await expect(strict(request(`Bearer ${await expiredAgo(2)}`), url())).resolves.toBeNull();
+  });
+
+  it('refuses a token older than maxTokenAgeMs (by iat), and one without iat when it is set', async () => {
+    const aged = jwtAuthenticator({ secret: TEST_JWT_SECRET, maxTokenAgeMs: 60_000 });
+    const now = Math.floor(Date.now() / 1000);
+    const issued = (iat: number | undefined) => {
+      let jwt = new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setExpirationTime('2h');
+      if (iat !== undefined) jwt = jwt.setIssuedAt(iat);
+      return jwt.sign(key(TEST_JWT_SECRET));
+    };
+    expect((await aged(request(`Bearer ${await issued(now - 30)}`), url()))?.userId).toBe('alice');
+    await expect(aged(request(`Bearer ${await issued(now - 120)}`), url())).resolves.toBeNull();
+    await expect(aged(request(`Bearer ${await issued(undefined)}`), url())).resolves.toBeNull();
+    // note: without maxTokenAgeMs the same old token is fine until its exp.
+    expect((await authenticate(request(`Bearer ${await issued(now - 120)}`), url()))?.userId).toBe('alice');
   });
 });

@@ -1,0 +1,69 @@
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * The HTTP request behind a connection, like ASP.NET's `Context.GetHttpContext()`: for `ctx.request` it is
+ * the request that bound the connection's current transport (the WebSocket upgrade). An immutable snapshot
+ * (bounded by the server's header size limit), not the `IncomingMessage`, so that a long-lived connection
+ * keeps no socket, parser or buffers alive.
+ */
+export interface HubRequest {
+  readonly method: string;
+  /** The path as sent (still percent-encoded), without the query. */
+  readonly path: string;
+  /** Query parameters, decoded; the first value of a repeated key. */
+  readonly query: Readonly<Record<string, string>>;
+  /** Header names in lower case; a repeated header's values joined with `, `. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Cookies from the `Cookie` header, values decoded when they decode. */
+  readonly cookies: Readonly<Record<string, string>>;
+  /** The peer's address as the socket sees it (a proxy's, behind one: see `x-forwarded-for`). */
+  readonly remoteAddress: string | undefined;
+}
+
+/** What `ctx.request` holds before any request bound the connection (never seen by hub code). */
+export const EMPTY_REQUEST: HubRequest = Object.freeze({
+  method: 'GET',
+  path: '',
+  query: Object.freeze({}),
+  headers: Object.freeze({}),
+  cookies: Object.freeze({}),
+  remoteAddress: undefined,
+});
+
+/** The snapshot of `req` (whose target parsed to `url`). */
+export function snapshotRequest(req: IncomingMessage, url: URL): HubRequest {
+  const headers: Record<string, string> = Object.create(null);
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  const query: Record<string, string> = Object.create(null);
+  for (const [key, value] of url.searchParams) if (!(key in query)) query[key] = value;
+  return Object.freeze({
+    method: req.method ?? 'GET',
+    path: url.pathname,
+    query: Object.freeze(query),
+    headers: Object.freeze(headers),
+    cookies: Object.freeze(parseCookies(headers.cookie)),
+    remoteAddress: req.socket?.remoteAddress,
+  });
+}
+
+function parseCookies(header: string | undefined): Record<string, string> {
+  const cookies: Record<string, string> = Object.create(null);
+  if (!header) return cookies;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    const name = part.slice(0, eq).trim();
+    if (!name || name in cookies) continue;
+    let value = part.slice(eq + 1).trim();
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+    try {
+      value = decodeURIComponent(value);
+    } catch {
+      // note: a value that does not decode is kept as sent.
+    }
+    cookies[name] = value;
+  }
+  return cookies;
+}
