@@ -49,6 +49,20 @@ export interface HubOptions {
    */
   streamBufferCapacity: number;
   /**
+   * How many streaming invocations of one client may run at once: stream invocations (server-to-client)
+   * and invocations with upload streams (client-to-server). They take no invocation slot (as in SignalR,
+   * so that a long stream does not block the client's other calls); past this cap a further one is
+   * refused with a completion error (or, without an invocation id, the connection is closed).
+   * @default 32
+   */
+  maxStreamsPerClient: number;
+  /**
+   * How many groups one connection may be in. A further `groups.add` rejects with a `HubError` (its text
+   * reaches the hub method's caller); each group a connection is in is a Redis subscription on `pubsub`.
+   * @default 1_000
+   */
+  maxGroupsPerConnection: number;
+  /**
    * Bytes a client may leave unread (queued in the server for its socket) before it is disconnected as a
    * slow consumer, so that one client that never reads cannot grow the server's memory without limit.
    * @default 1_048_576
@@ -92,6 +106,8 @@ export const DEFAULT_HUB_OPTIONS: Readonly<HubOptions> = Object.freeze({
   maximumParallelInvocationsPerClient: 1,
   maxQueuedInvocationsPerClient: 128,
   streamBufferCapacity: 10,
+  maxStreamsPerClient: 32,
+  maxGroupsPerConnection: 1_000,
   maxBufferedBytesPerClient: 1_048_576,
   enableDetailedErrors: false,
   clientResultTimeoutMs: 30_000,
@@ -109,6 +125,8 @@ const positiveIntegers: (keyof HubOptions)[] = [
   'maximumParallelInvocationsPerClient',
   'maxQueuedInvocationsPerClient',
   'streamBufferCapacity',
+  'maxStreamsPerClient',
+  'maxGroupsPerConnection',
   'maxBufferedBytesPerClient',
   'clientResultTimeoutMs',
   'statefulReconnectBufferSize',

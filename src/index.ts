@@ -58,6 +58,7 @@ export type {
   HubClients,
   SingleClientProxy,
 } from './hub/clients.js';
+export type { ClientErrorKind, HubStats } from './hub/client-errors.js';
 export type { Authorize, ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
 export { DEFAULT_HTTP_EDGE_OPTIONS, type HttpEdgeOptions } from './hub/http-edge.js';
 export type { HubRequest } from './hub/hub-request.js';

@@ -72,6 +72,8 @@ export interface HubChannel {
   follow(kind: Interest, name: string): Promise<void>;
   /** This instance no longer holds that connection, or any member of that user or group. */
   unfollow(kind: Interest, name: string): Promise<void>;
+  /** Several {@link unfollow}s at once, in one round trip (one UNSUBSCRIBE on a Redis backplane). */
+  unfollowMany(interests: readonly (readonly [Interest, string])[]): Promise<void>;
   /**
    * Delivers `frame` to every connection in `audience` on every instance, local ones first and without a
    * round trip. **At most once**: a connection or instance that is unreachable at that moment misses it.

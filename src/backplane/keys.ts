@@ -1,9 +1,55 @@
+import { RelayhubError } from '../errors.js';
+
 /**
  * Every Redis key and channel name relayhub uses is built here, from `channelPrefix`, so that two apps or
  * two environments sharing one Redis never hear each other. Names carry a `{hashtag}` so that what belongs
  * to one group, user, connection or instance lands in one Redis Cluster slot (for sharded PUB/SUB later).
  */
 export const DEFAULT_CHANNEL_PREFIX = 'relayhub';
+
+/**
+ * User ids become key parts inside a `{hashtag}`: a brace would end the hashtag early (another slot) and
+ * lets one id spell another user's keys (`a}:dedup:x` + key `x}:inbox` is user `a`'s inbox), and
+ * whitespace has no place in a key. The one rule for every sender: hub.reliable, ReliableProducer,
+ * the outbox worker and enqueue.
+ */
+export const USER_ID = /^[^{}\s]{1,256}$/;
+
+/** A channel prefix: no braces (hashtags) or whitespace, 1-128 characters. */
+const CHANNEL_PREFIX = /^[^{}\s]{1,128}$/;
+
+/** Throws `ERR_INVALID_MESSAGE` unless `userId` follows {@link USER_ID}. */
+export function validateUserId(userId: unknown): string {
+  if (typeof userId === 'string' && USER_ID.test(userId)) return userId;
+  throw new RelayhubError(
+    'ERR_INVALID_MESSAGE',
+    `User id ${describeValue(userId)} is not 1-256 characters without braces or whitespace.`,
+    { remedy: 'Send to the id your authenticator gives the user (the JWT sub), without { } or spaces.' },
+  );
+}
+
+/** Throws `ERR_CONFIG` unless `prefix` is 1-128 characters without braces or whitespace. */
+export function validateChannelPrefix(prefix: unknown): string {
+  if (typeof prefix === 'string' && CHANNEL_PREFIX.test(prefix)) return prefix;
+  throw new RelayhubError(
+    'ERR_CONFIG',
+    `Option 'channelPrefix' must be 1-128 characters without braces or whitespace, got ${describeValue(prefix)}.`,
+    { remedy: "Use a name such as 'myapp' or 'myapp:prod'." },
+  );
+}
+
+/**
+ * Group names become part of a `{hashtag}` too: a brace would split a group's channel from its slot
+ * (Redis Cluster). Returns the reason a name is refused, or undefined.
+ */
+export function groupNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string' || name.length === 0) return 'Group names must be non-empty strings.';
+  if (/[{}]/.test(name)) return "Group names may not contain '{' or '}'.";
+  return undefined;
+}
+
+const describeValue = (value: unknown): string =>
+  typeof value === 'string' ? `'${value.length > 64 ? `${value.slice(0, 64)}…` : value}'` : String(value);
 
 export interface HubChannels {
   /** Broadcasts to every connection of the hub (`all`, `allExcept`). */
@@ -18,6 +64,7 @@ export interface HubChannels {
 
 /** The PUB/SUB channels of one hub. Hub names are paths such as `/hubs/demo`. */
 export function hubChannels(prefix: string, hub: string): HubChannels {
+  validateChannelPrefix(prefix);
   const base = `${prefix}:${hub}`;
   return {
     all: `${base}:all`,
@@ -66,6 +113,7 @@ export const CONSUMER_GROUP = 'relayhub';
 
 /** The reliable lane's keys of one hub. */
 export function reliableKeys(prefix: string, hub: string): ReliableKeys {
+  validateChannelPrefix(prefix);
   const base = `${prefix}:${hub}:rl`;
   const instancePrefix = `${base}:{i:`;
   return {

@@ -14,9 +14,11 @@ import {
 } from '../protocol/messages.js';
 import type { Principal } from './auth.js';
 import type { CallerClients, GroupManager } from './clients.js';
-import type { ConnectionContext, HubDefinition } from './hub.js';
+import { type ConnectionContext, type HubDefinition, isStreamingMethod } from './hub.js';
 import { EMPTY_REQUEST, type HubRequest } from './hub-request.js';
 import type { Addressable } from './local-registry.js';
+import { type ClientErrorKind, LogBudget, truncateForLog } from './client-errors.js';
+import type { HubCounters } from '../metrics/hub-stats.js';
 import { ResumeBuffer } from './resume-buffer.js';
 import { UploadStream } from './upload-stream.js';
 
@@ -25,10 +27,10 @@ export interface ConnectionHost {
   readonly options: HubOptions;
   readonly definition: HubDefinition;
   readonly logger: Logger;
+  /** The hub's counters, shared by its connections: client-caused errors, messages received. */
+  readonly stats: HubCounters;
   callerClients(connectionId: string): CallerClients;
   readonly groups: GroupManager;
-  /** Counters read by the metrics collector: hub messages other than pings received from clients. */
-  readonly stats: { received: number };
   /** The handshake request is valid: make the connection addressable everywhere (before the response). */
   register(connection: Connection): Promise<void>;
   /** The handshake response is out: run `onConnected`. */
@@ -63,6 +65,8 @@ interface PendingResult {
 }
 
 const ACK_INTERVAL_MS = 1_000;
+/** How long a refused, paused socket may take to flush its handshake error before it is dropped. */
+const CLOSE_GRACE_MS = 1_000;
 
 /**
  * One client connection of a hub: its socket (replaced on a stateful reconnect), the handshake, parsing,
@@ -74,16 +78,18 @@ export class Connection implements Addressable {
   readonly token: string;
   readonly userId: string | undefined;
   readonly claims: Principal['claims'];
-  readonly items = new Map<string, unknown>();
-  readonly context: ConnectionContext;
   /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
   request: HubRequest = EMPTY_REQUEST;
 
   #state: State = 'pending';
   #ws: WebSocket | undefined;
   readonly #host: ConnectionHost;
-  readonly #log: Logger;
-  readonly #abort = new AbortController();
+  // note: created on first use: a negotiate that no socket ever binds to costs only the fields above.
+  #logger: Logger | undefined;
+  #abortController: AbortController | undefined;
+  #context: ConnectionContext | undefined;
+  #items: Map<string, unknown> | undefined;
+  #logBudget: LogBudget | undefined;
   readonly #statefulOffered: boolean;
   #resume: ResumeBuffer | undefined;
   /** After a stateful reconnect, client messages are dropped until the client's Sequence arrives. */
@@ -103,11 +109,16 @@ export class Connection implements Addressable {
   #handshakeDone = false;
   #onConnectedCalled = false;
   #waitingFrames: string[] = [];
+  #waitingBytes = 0;
 
   readonly #queue: (() => Promise<void>)[] = [];
   #running = 0;
   #readPaused = false;
   readonly #uploads = new Map<string, UploadStream>();
+  /** The uploads whose buffer is full: while there is one, the socket is not read. */
+  readonly #fullUploads = new Set<UploadStream>();
+  /** Invocations with upload streams and stream invocations that have not finished. */
+  #activeStreams = 0;
   readonly #streams = new Map<string, AbortController>();
   readonly #results = new Map<string, PendingResult>();
   #nextInvocationId = 0;
@@ -124,9 +135,18 @@ export class Connection implements Addressable {
     this.userId = principal.userId;
     this.claims = principal.claims;
     this.#statefulOffered = statefulOffered;
-    this.#log = host.logger.child({ connectionId: this.connectionId });
+  }
+
+  /** Per-connection state for the app. */
+  get items(): Map<string, unknown> {
+    this.#items ??= new Map();
+    return this.#items;
+  }
+
+  /** What every hub callback of this connection gets. */
+  get context(): ConnectionContext {
     const self = this;
-    this.context = {
+    this.#context ??= {
       connectionId: this.connectionId,
       userId: this.userId,
       claims: this.claims,
@@ -134,11 +154,22 @@ export class Connection implements Addressable {
         return self.request;
       },
       items: this.items,
-      clients: host.callerClients(this.connectionId),
-      groups: host.groups,
+      clients: this.#host.callerClients(this.connectionId),
+      groups: this.#host.groups,
       signal: this.#abort.signal,
       abort: (error?: string) => this.close(error, false),
     };
+    return this.#context;
+  }
+
+  get #log(): Logger {
+    this.#logger ??= this.#host.logger.child({ connectionId: this.connectionId });
+    return this.#logger;
+  }
+
+  get #abort(): AbortController {
+    this.#abortController ??= new AbortController();
+    return this.#abortController;
   }
 
   get state(): State {
@@ -220,7 +251,10 @@ export class Connection implements Addressable {
   close(error?: string, allowReconnect = false): void {
     if (this.#state === 'ended') return;
     if (this.#state === 'starting' && !this.#handshakeDone) {
-      return this.#rejectHandshake(error ?? 'The connection was closed before the handshake completed.');
+      return this.#rejectHandshake(
+        error ?? 'The connection was closed before the handshake completed.',
+        false,
+      );
     }
     if (this.#state === 'open' || this.#state === 'starting') {
       this.#send(formatMessage(compactClose(error, allowReconnect)), false);
@@ -239,6 +273,17 @@ export class Connection implements Addressable {
       case 'handshake':
         if (now - this.#attachedAt > o.handshakeTimeoutMs) {
           this.#rejectHandshake(`Handshake was not received within ${o.handshakeTimeoutMs} ms.`);
+        }
+        return;
+      case 'starting':
+        // note: registration waits on the backplane; a stalled Redis must not hold the client (and what
+        // it sends) past the handshake timeout. onConnected, once the handshake is answered, is the app's.
+        if (!this.#handshakeDone && now - this.#attachedAt > o.handshakeTimeoutMs) {
+          this.#log.warn('registration timed out');
+          this.#rejectHandshake(
+            `The server could not register the connection within ${o.handshakeTimeoutMs} ms (handshakeTimeoutMs).`,
+            false,
+          );
         }
         return;
       case 'detached':
@@ -271,10 +316,7 @@ export class Connection implements Addressable {
       if (isBinary) throw new ProtocolError('Binary frames are not supported by the JSON hub protocol.');
       const text = rawToString(data);
       if (this.#state === 'handshake') return this.#onHandshake(text);
-      if (this.#state === 'starting') {
-        this.#waitingFrames.push(text);
-        return;
-      }
+      if (this.#state === 'starting') return this.#wait(text);
       if (this.#state === 'open') this.#processFrame(text);
     } catch (error) {
       // note: before the handshake the client reads only a handshake answer, so refuse the handshake.
@@ -301,7 +343,7 @@ export class Connection implements Addressable {
       this.#resume = new ResumeBuffer(this.#host.options.statefulReconnectBufferSize);
     }
     this.#state = 'starting';
-    if (records.length > 0) this.#waitingFrames.push(records.join(RECORD_SEPARATOR) + RECORD_SEPARATOR);
+    if (records.length > 0) this.#wait(records.join(RECORD_SEPARATOR) + RECORD_SEPARATOR);
     // note: the connection becomes addressable (and the backplane follows it) before the handshake
     // response, so that once the client's start() resolves every send reaches it.
     this.#host.register(this).then(
@@ -319,9 +361,22 @@ export class Connection implements Addressable {
       },
       (error: unknown) => {
         this.#log.error({ err: error }, 'could not register the connection');
-        this.#rejectHandshake(this.#errorText('The server could not register the connection', error));
+        this.#rejectHandshake(this.#errorText('The server could not register the connection', error), false);
       },
     );
+  }
+
+  /**
+   * Keeps a frame that arrived while the connection starts, for when it opens. Past
+   * `maximumReceiveMessageSize` bytes the socket stops being read (TCP backpressure) until then.
+   */
+  #wait(text: string): void {
+    this.#waitingFrames.push(text);
+    this.#waitingBytes += text.length;
+    if (this.#waitingBytes > this.#host.options.maximumReceiveMessageSize && !this.#readPaused) {
+      this.#readPaused = true;
+      this.#ws?.pause();
+    }
   }
 
   #sendHandshakeResponse(): void {
@@ -338,19 +393,24 @@ export class Connection implements Addressable {
     this.#state = 'open';
     const waiting = this.#waitingFrames;
     this.#waitingFrames = [];
+    this.#waitingBytes = 0;
     try {
       for (const text of waiting) this.#processFrame(text);
     } catch (error) {
       this.#onProtocolError(error);
     }
+    this.#updateReadGate();
   }
 
-  #rejectHandshake(reason: string): void {
-    this.#log.warn({ reason }, 'handshake refused');
+  #rejectHandshake(reason: string, clientCaused = true): void {
+    if (clientCaused) this.#countClientError('protocol', `handshake refused: ${reason}`);
     const ws = this.#ws;
     if (ws?.readyState === WebSocket.OPEN) {
       ws.send(formatHandshakeError(reason));
       ws.close(1000);
+      // note: a paused socket never reads the client's close frame (ws would wait 30 s for it): drop it
+      // once the error has had time to go out.
+      if (this.#readPaused) setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     }
     this.#end(new ProtocolError(reason, 'ERR_HANDSHAKE'));
   }
@@ -389,6 +449,8 @@ export class Connection implements Addressable {
         const upload = this.#uploads.get(message.invocationId);
         if (!upload) return; // note: the spec lets late items for a finished stream be ignored.
         upload.push(message.item);
+        if (!upload.isFull) return;
+        this.#fullUploads.add(upload);
         return this.#updateReadGate();
       }
       case MessageType.Completion:
@@ -420,7 +482,7 @@ export class Connection implements Addressable {
   #onCompletion(message: CompletionMessage): void {
     const upload = this.#uploads.get(message.invocationId);
     if (upload) {
-      this.#uploads.delete(message.invocationId);
+      this.#forgetUpload(upload);
       upload.end(message.error);
       return this.#updateReadGate();
     }
@@ -429,39 +491,50 @@ export class Connection implements Addressable {
     this.#results.delete(message.invocationId);
     clearTimeout(pending.timer);
     if (message.error !== undefined) {
-      pending.reject(
-        new RelayhubError(
-          'ERR_CLIENT_RESULT',
-          `Client '${this.connectionId}' answered with an error: ${message.error}`,
-        ),
-      );
+      // note: the client's text exactly (`Error: from callback`, `Client didn't provide a result.`), as
+      // SignalR's InvokeAsync throws it; the code says where it came from.
+      pending.reject(new RelayhubError('ERR_CLIENT_RESULT', message.error));
     } else {
       pending.resolve(message.result);
     }
   }
 
   #onInvocation(message: InvocationMessage | StreamInvocationMessage): void {
-    const streams: UploadStream[] = [];
-    for (const streamId of message.streamIds ?? []) {
-      if (this.#uploads.has(streamId)) throw new ProtocolError(`Stream id '${streamId}' is already in use.`);
-      const upload = new UploadStream(streamId, this.#host.options.streamBufferCapacity, () =>
-        this.#updateReadGate(),
-      );
-      this.#uploads.set(streamId, upload);
-      streams.push(upload);
+    const streaming = message.type === MessageType.StreamInvocation || (message.streamIds?.length ?? 0) > 0;
+    if (!streaming) {
+      this.#queue.push(() => this.#invoke(message, message.arguments, []));
+      return this.#pump();
     }
+    // note: as in SignalR, stream invocations and invocations with upload streams take no slot: an
+    // upload's method waits for the client, which would otherwise block the client's other invocations.
+    // They count against maxStreamsPerClient instead, so that a client cannot start them without bound.
+    const max = this.#host.options.maxStreamsPerClient;
+    if (this.#activeStreams >= max) return this.#refuseStream(message, max);
     if (message.type === MessageType.StreamInvocation && this.#streams.has(message.invocationId)) {
       throw new ProtocolError(`Invocation id '${message.invocationId}' is already in use.`);
     }
-    const args = [...message.arguments, ...streams];
-    // note: as in SignalR, stream invocations and invocations with upload streams take no slot: an
-    // upload's method waits for the client, which would otherwise block the client's other invocations.
-    if (streams.length > 0 || message.type === MessageType.StreamInvocation) {
-      void this.#invoke(message, args, streams);
-      return;
+    const uploads: UploadStream[] = [];
+    for (const streamId of message.streamIds ?? []) {
+      if (this.#uploads.has(streamId)) throw new ProtocolError(`Stream id '${streamId}' is already in use.`);
+      const upload = new UploadStream(streamId, this.#host.options.streamBufferCapacity, () => {
+        this.#fullUploads.delete(upload);
+        this.#updateReadGate();
+      });
+      this.#uploads.set(streamId, upload);
+      uploads.push(upload);
     }
-    this.#queue.push(() => this.#invoke(message, args, streams));
-    this.#pump();
+    this.#activeStreams++;
+    void this.#invoke(message, [...message.arguments, ...uploads], uploads).finally(() => {
+      this.#activeStreams--;
+    });
+  }
+
+  #refuseStream(message: InvocationMessage | StreamInvocationMessage, max: number): void {
+    const error = `Failed to invoke '${truncateForLog(message.target)}': the connection already has ${max} streams open (maxStreamsPerClient).`;
+    this.#countClientError('limit', error);
+    // note: the refused invocation's upload items are ignored (unknown stream ids), as after it ends.
+    if (message.invocationId !== undefined) return this.#complete(message.invocationId, { error });
+    throw new ProtocolError(error);
   }
 
   #pump(): void {
@@ -477,13 +550,15 @@ export class Connection implements Addressable {
     this.#updateReadGate();
   }
 
-  /** Stops reading from the socket while invocations or upload items pile up (TCP backpressure). */
+  /**
+   * Stops reading from the socket while invocations or upload items pile up (TCP backpressure). O(1): the
+   * uploads whose buffer is full are kept in a set as they fill and drain.
+   */
   #updateReadGate(): void {
     const ws = this.#ws;
     if (!ws) return;
     const full =
-      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient ||
-      [...this.#uploads.values()].some((u) => u.isFull);
+      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient || this.#fullUploads.size > 0;
     if (full && !this.#readPaused) {
       this.#readPaused = true;
       ws.pause();
@@ -502,24 +577,36 @@ export class Connection implements Addressable {
     if (this.#state !== 'open') return;
     const { target, invocationId } = message;
     const isStream = message.type === MessageType.StreamInvocation;
-    const method = Object.hasOwn(this.#host.definition.methods, target)
-      ? this.#host.definition.methods[target]
-      : undefined;
+    const definition = this.#host.definition;
+    const method = Object.hasOwn(definition.methods, target) ? definition.methods[target] : undefined;
     const fail = (error: string) => {
       this.#releaseUploads(uploads);
       if (invocationId !== undefined) this.#complete(invocationId, { error });
     };
     if (!method) {
-      this.#log.info({ target }, 'unknown hub method');
-      return fail(`Failed to invoke '${target}': unknown hub method.`);
+      // note: the name is the client's (up to maximumReceiveMessageSize): echo and log only its start.
+      const name = truncateForLog(target);
+      this.#countClientError('unknownMethod', `unknown hub method '${name}'`);
+      return fail(`Failed to invoke '${name}': unknown hub method.`);
+    }
+    // note: SignalR's own texts; the method does not run when the call does not match how it returns.
+    const streamingMethod = isStreamingMethod(definition, target, method);
+    if (isStream !== streamingMethod) {
+      this.#countClientError('invalidArguments', `stream/non-stream mismatch for '${target}'`);
+      return fail(
+        streamingMethod
+          ? `The client attempted to invoke the streaming '${target}' method with a non-streaming invocation.`
+          : `The client attempted to invoke the non-streaming '${target}' method with a streaming invocation.`,
+      );
     }
     const controller = isStream ? new AbortController() : undefined;
     if (controller) this.#streams.set(invocationId as string, controller);
     const ctx = controller
       ? { ...this.context, signal: AbortSignal.any([this.#abort.signal, controller.signal]) }
       : this.context;
+    let stream: AsyncIterable<unknown> | undefined;
     try {
-      const authorize = this.#host.definition.authorizeInvocation;
+      const authorize = definition.authorizeInvocation;
       if (authorize && !(await authorize(ctx, target, message.arguments))) {
         this.#streams.delete(invocationId as string);
         return fail(`Failed to invoke '${target}' because user is unauthorized.`);
@@ -528,24 +615,21 @@ export class Connection implements Addressable {
       if (isStream) {
         if (!isAsyncIterable(result))
           throw new HubError(`The hub method '${target}' does not return a stream.`);
-        // note: the stream runs outside the invocation slot, as in SignalR, so it does not block the client.
-        void this.#runStream(invocationId as string, result, ctx.signal, target).then(() =>
-          this.#releaseUploads(uploads),
-        );
-        return;
-      }
-      if (invocationId !== undefined) {
+        stream = result;
+      } else if (invocationId !== undefined) {
         if (isAsyncIterable(result)) {
           throw new HubError(`The hub method '${target}' returns a stream; call it with stream().`);
         }
         this.#complete(invocationId, result === undefined ? {} : { result });
       }
-      this.#releaseUploads(uploads);
     } catch (error) {
       if (controller) this.#streams.delete(invocationId as string);
-      this.#log.warn({ err: error, target }, 'hub method failed');
-      fail(this.#errorText(`An unexpected error occurred invoking '${target}' on the server`, error));
+      this.#logMethodError(error, target);
+      return fail(this.#errorText(`An unexpected error occurred invoking '${target}' on the server`, error));
     }
+    // note: the stream runs outside the invocation slot, as in SignalR, so it does not block the client.
+    if (stream) await this.#runStream(invocationId as string, stream, ctx.signal, target);
+    this.#releaseUploads(uploads);
   }
 
   /**
@@ -555,10 +639,15 @@ export class Connection implements Addressable {
   #releaseUploads(uploads: UploadStream[]): void {
     if (uploads.length === 0) return;
     for (const upload of uploads) {
-      if (this.#uploads.get(upload.streamId) === upload) this.#uploads.delete(upload.streamId);
+      this.#forgetUpload(upload);
       upload.end();
     }
     this.#updateReadGate();
+  }
+
+  #forgetUpload(upload: UploadStream): void {
+    if (this.#uploads.get(upload.streamId) === upload) this.#uploads.delete(upload.streamId);
+    this.#fullUploads.delete(upload);
   }
 
   async #runStream(
@@ -579,7 +668,7 @@ export class Connection implements Addressable {
       }
     } catch (caught) {
       if (!signal.aborted) {
-        this.#log.warn({ err: caught, target }, 'stream failed');
+        this.#logMethodError(caught, target);
         error = this.#errorText(
           `An error occurred on the server while streaming results from '${target}'`,
           caught,
@@ -605,8 +694,31 @@ export class Connection implements Addressable {
 
   #onProtocolError(error: unknown): void {
     const message = error instanceof Error ? error.message : String(error);
-    this.#log.warn({ err: error }, 'closing connection after a protocol error');
+    this.#countClientError('protocol', `closing the connection: ${message}`);
     this.close(message, false);
+  }
+
+  /**
+   * Counts a client-caused error and logs it at debug, truncated and rate-limited, so that a client cannot
+   * turn its input into log volume.
+   */
+  #countClientError(kind: ClientErrorKind, detail: string): void {
+    this.#host.stats.clientErrors[kind]++;
+    const suppressed = (this.#logBudget ??= new LogBudget()).take();
+    if (suppressed === undefined) return;
+    this.#log.debug({ kind, detail: truncateForLog(detail), suppressed }, 'client error');
+  }
+
+  /**
+   * A `HubError` (or a refusal) is the method telling the caller its input is wrong: a client error. Any
+   * other error is a bug of the hub and is logged as a warning, still rate-limited per connection.
+   */
+  #logMethodError(error: unknown, target: string): void {
+    if (error instanceof HubError || (error instanceof RelayhubError && error.code === 'ERR_FORBIDDEN')) {
+      return this.#countClientError('invalidArguments', `${target}: ${error.message}`);
+    }
+    const suppressed = (this.#logBudget ??= new LogBudget()).take();
+    if (suppressed !== undefined) this.#log.warn({ err: error, target, suppressed }, 'hub method failed');
   }
 
   // ---- outgoing -------------------------------------------------------------------------------------
@@ -709,7 +821,9 @@ export class Connection implements Addressable {
     this.#ws = undefined;
     if (ws && ws.readyState === WebSocket.OPEN) ws.close(1000);
     else if (ws && ws.readyState === WebSocket.CONNECTING) ws.terminate();
-    this.#abort.abort(error ?? new RelayhubError('ERR_CONNECTION_CLOSED', 'The connection ended.'));
+    this.#abortController?.abort(
+      error ?? new RelayhubError('ERR_CONNECTION_CLOSED', 'The connection ended.'),
+    );
     for (const [, pending] of this.#results) {
       clearTimeout(pending.timer);
       pending.reject(closedError(this.connectionId));
@@ -717,8 +831,10 @@ export class Connection implements Addressable {
     this.#results.clear();
     for (const upload of this.#uploads.values()) upload.end('The connection ended.');
     this.#uploads.clear();
+    this.#fullUploads.clear();
     this.#queue.length = 0;
     this.#waitingFrames = [];
+    this.#waitingBytes = 0;
     this.#host.ended(this, error, { registered, connected: this.#onConnectedCalled });
   }
 }

@@ -9,8 +9,9 @@ import type {
   ReliableLane,
   ReliableMetrics,
 } from '../backplane/backplane.js';
+import { groupNameProblem } from '../backplane/keys.js';
 import type { HubOptions } from '../config.js';
-import { RelayhubError } from '../errors.js';
+import { HubError, RelayhubError } from '../errors.js';
 import { formatMessage } from '../protocol/json-protocol.js';
 import { MessageType } from '../protocol/messages.js';
 import type { Principal } from './auth.js';
@@ -26,7 +27,7 @@ import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
-import { countInvocations, HubStats } from '../metrics/hub-stats.js';
+import { countInvocations, HubCounters } from '../metrics/hub-stats.js';
 
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
 const newId = (): string => randomBytes(16).toString('base64url');
@@ -40,8 +41,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   readonly groups: GroupManager;
   readonly reliable: ReliableClients;
   readonly registry = new LocalRegistry<Connection>();
-  /** Event counters for the metrics collector. */
-  readonly stats = new HubStats();
+  /** Event counters for the metrics collector (client-caused errors included). */
+  readonly stats = new HubCounters();
   /** The app's definition, its methods counted in {@link stats}. */
   readonly definition: HubDefinition;
   readonly #byToken = new Map<string, Connection>();
@@ -56,6 +57,15 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     readonly options: HubOptions,
     readonly logger: Logger,
   ) {
+    for (const method of definition.streams ?? []) {
+      if (!Object.hasOwn(definition.methods, method)) {
+        throw new RelayhubError(
+          'ERR_CONFIG',
+          `Hub '${name}' lists '${method}' in streams, but has no such method.`,
+          { remedy: 'List in `streams` the names of methods (in `methods`) that return an AsyncIterable.' },
+        );
+      }
+    }
     this.definition = countInvocations(definition, this.stats);
     this.clients = hubClients(this);
     this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane), this.stats);
@@ -137,6 +147,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   async addToGroup(connectionId: string, group: string): Promise<boolean> {
     const connection = this.registry.get(connectionId);
     if (!connection) return false;
+    const problem = groupNameProblem(group);
+    if (problem) throw new HubError(problem);
+    this.#checkGroupLimit(connection, group);
     const authorize = this.definition.authorizeGroupJoin;
     if (authorize && !(await authorize(connection.context, group))) {
       throw new RelayhubError(
@@ -147,10 +160,22 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
         },
       );
     }
-    // note: the connection may have ended while the hook ran.
+    // note: the connection may have ended (or joined other groups) while the hook ran.
     if (this.registry.get(connectionId) !== connection) return false;
+    this.#checkGroupLimit(connection, group);
     if (this.registry.joinGroup(connection, group)) await this.#requireChannel().follow('group', group);
     return true;
+  }
+
+  /** Refuses a join past `maxGroupsPerConnection` with a `HubError`, whose text reaches the caller. */
+  #checkGroupLimit(connection: Connection, group: string): void {
+    const groups = this.registry.groupsOf(connection);
+    const max = this.options.maxGroupsPerConnection;
+    if (groups.size < max || groups.has(group)) return;
+    this.stats.clientErrors.limit++;
+    throw new HubError(
+      `Connection '${connection.connectionId}' is already in ${max} groups (maxGroupsPerConnection); leave one first.`,
+    );
   }
 
   async removeFromGroup(connectionId: string, group: string): Promise<boolean> {
@@ -171,6 +196,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
 
   // ---- ConnectionHost: what connections call ----
 
+  /**
+   * Makes the connection addressable. The connection can end at any await below (its socket dropped, the
+   * registration timed out): `ended` then undoes what was done so far (unfollow, `userLeft`), so each
+   * step after an await first checks that the connection is still registered, and does nothing if not.
+   */
   async register(connection: Connection): Promise<void> {
     const channel = this.#requireChannel();
     const firstOfUser = this.registry.add(connection);
@@ -178,8 +208,23 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
       channel.follow('connection', connection.connectionId),
       firstOfUser ? channel.follow('user', connection.userId as string) : undefined,
     ]);
-    // note: presence and replay of the user's unacked reliable messages start with the first connection.
-    if (firstOfUser) await this.#lane?.userArrived(connection.userId as string);
+    // note: presence and replay of the user's unacked reliable messages start with the first connection;
+    // a connection that ended meanwhile must not re-announce a user whose userLeft already ran.
+    if (!firstOfUser || !this.#isRegistered(connection)) return;
+    const userId = connection.userId as string;
+    await this.#lane?.userArrived(userId);
+    // note: ended during userArrived: userLeft ran before the session existed or in the middle of it;
+    // say it again unless another connection of the user arrived meanwhile.
+    if (!this.#isRegistered(connection) && !this.#holdsUser(userId)) this.#lane?.userLeft(userId);
+  }
+
+  #isRegistered(connection: Connection): boolean {
+    return this.registry.get(connection.connectionId) === connection;
+  }
+
+  #holdsUser(userId: string): boolean {
+    for (const _ of this.registry.resolve({ kind: 'users', ids: [userId] })) return true;
+    return false;
   }
 
   async connected(connection: Connection): Promise<void> {
@@ -203,16 +248,16 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     const channel = this.#channel;
     const { userGone, groupsGone } = this.registry.remove(connection);
     if (!channel) return;
-    const unfollow = (kind: Interest, name: string) =>
-      channel
-        .unfollow(kind, name)
-        .catch((error: unknown) => this.logger.warn({ err: error, kind, name }, 'unfollow failed'));
-    void unfollow('connection', connection.connectionId);
+    const gone: [Interest, string][] = [['connection', connection.connectionId]];
     if (userGone) {
-      void unfollow('user', connection.userId as string);
+      gone.push(['user', connection.userId as string]);
       this.#lane?.userLeft(connection.userId as string);
     }
-    for (const group of groupsGone) void unfollow('group', group);
+    for (const group of groupsGone) gone.push(['group', group]);
+    // note: one batch (one UNSUBSCRIBE on pubsub) however many groups the connection was in.
+    channel
+      .unfollowMany(gone)
+      .catch((error: unknown) => this.logger.warn({ err: error, count: gone.length }, 'unfollow failed'));
   }
 
   #tick(): void {

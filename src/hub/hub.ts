@@ -1,4 +1,5 @@
 import type { Authenticate, Principal } from './auth.js';
+import type { HubStats } from './client-errors.js';
 import type { CallerClients, GroupManager, HubClients } from './clients.js';
 import type { HubRequest } from './hub-request.js';
 import type { ReliableClients } from './reliable-clients.js';
@@ -56,6 +57,13 @@ export interface HubDefinition {
    * @default everyone authenticated may connect
    */
   authorize?: Authorize;
+  /**
+   * The methods that return a stream (to be called with `connection.stream(...)`) without being async
+   * generator functions, which are detected. As in SignalR the hub knows before calling a method whether
+   * it streams: a streaming method called with `invoke`/`send`, or another one with `stream`, is refused
+   * with SignalR's error and does not run.
+   */
+  streams?: readonly string[];
   /** Runs once the connection has completed its handshake, before its first invocation. */
   onConnected?(ctx: ConnectionContext): void | Promise<void>;
   /** Runs once the connection has ended; `error` says why when it did not end cleanly. */
@@ -72,4 +80,16 @@ export interface HubContext {
   readonly groups: GroupManager;
   /** The reliable lane (needs the `streams` backplane). */
   readonly reliable: ReliableClients;
+  /** Plain counters of this hub on this instance (client-caused errors by kind), for metrics. */
+  readonly stats: HubStats;
+}
+
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor as unknown;
+
+/** True when `target` of `definition` returns a stream: an async generator function, or listed in `streams`. */
+export function isStreamingMethod(definition: HubDefinition, target: string, method: HubMethod): boolean {
+  return (
+    method instanceof (AsyncGeneratorFunction as typeof Function) ||
+    definition.streams?.includes(target) === true
+  );
 }

@@ -4,8 +4,9 @@ import type {
   ReliableMetrics,
   ReliableSendResult,
 } from '../backplane/backplane.js';
+import { validateUserId } from '../backplane/keys.js';
 import { RelayhubError } from '../errors.js';
-import type { HubStats } from '../metrics/hub-stats.js';
+import type { HubCounters } from '../metrics/hub-stats.js';
 
 /** Sends on the reliable lane (`streams` backplane) to one user. */
 export interface ReliableUserProxy {
@@ -25,6 +26,10 @@ export interface ReliableUserProxy {
 }
 
 export interface ReliableClients {
+  /**
+   * The user's proxy. Throws `ERR_INVALID_MESSAGE` at once when the id is not 1-256 characters without
+   * braces or whitespace (the rule of every reliable sender: such an id could spell another user's keys).
+   */
   user(userId: string): ReliableUserProxy;
   /** Like `user(id).send(...)`, with an idempotency `key`: a repeated key is dropped, not resent. */
   send(message: ReliableMessage): Promise<ReliableSendResult>;
@@ -32,7 +37,7 @@ export interface ReliableClients {
   metrics(): Promise<ReliableMetrics>;
 }
 
-export function reliableClients(lane: () => ReliableLane | undefined, stats?: HubStats): ReliableClients {
+export function reliableClients(lane: () => ReliableLane | undefined, stats?: HubCounters): ReliableClients {
   const require = (): ReliableLane => {
     const current = lane();
     if (!current) {
@@ -44,7 +49,11 @@ export function reliableClients(lane: () => ReliableLane | undefined, stats?: Hu
     return current;
   };
   return {
-    user: (userId) => ({ send: (target, ...args) => require().send({ userId, target, args }) }),
+    user: (userId) => {
+      // note: refused at once, before any send, with the rule every sender applies.
+      validateUserId(userId);
+      return { send: (target, ...args) => require().send({ userId, target, args }) };
+    },
     send: (message) => require().send(message),
     metrics: () => (lane() ?? require()).metrics(),
   };

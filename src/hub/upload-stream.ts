@@ -1,4 +1,4 @@
-import { RelayhubError } from '../errors.js';
+import { HubError, RelayhubError } from '../errors.js';
 
 /**
  * The items of one client-to-server stream, handed to a hub method as an `AsyncIterable`. Items wait in a
@@ -36,15 +36,15 @@ export class UploadStream implements AsyncIterable<unknown> {
     }
   }
 
-  /** Ends the stream; with `error`, the method's next read throws it. */
+  /**
+   * Ends the stream; with `error` (the client's text), the method's next read throws a `HubError` with
+   * exactly that message, which reaches the caller as `HubException: <text>` even without detailed errors.
+   */
   end(error?: string): void {
     if (this.#done) return;
     this.#done = true;
     if (error !== undefined) {
-      this.#error = new RelayhubError(
-        'ERR_CLIENT_RESULT',
-        `The client ended stream ${this.streamId}: ${error}`,
-      );
+      this.#error = new HubError(error);
     }
     if (this.#waiter) this.#settleDone();
   }

@@ -1,12 +1,12 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Backplane, BackplaneSample, ReliableMetrics } from '../backplane/backplane.js';
-import type { HubStats, SendRoute } from './hub-stats.js';
+import type { HubCounters, SendRoute } from './hub-stats.js';
 
 /** One hub as the collector sees it. */
 export interface MeteredHub {
   readonly name: string;
   readonly connectionCount: number;
-  readonly stats: HubStats;
+  readonly stats: HubCounters;
   /** The reliable lane's figures; undefined without a lane. */
   reliableMetrics(): Promise<ReliableMetrics> | undefined;
 }
@@ -101,7 +101,7 @@ export interface MetricsCollector {
 const ROUTES: readonly SendRoute[] = ['all', 'groups', 'users', 'connections', 'reliable'];
 
 /**
- * The hub server's metrics. Counters are the plain numbers of {@link HubStats}, copied into prom-client
+ * The hub server's metrics. Counters are the plain numbers of {@link HubCounters}, copied into prom-client
  * series at scrape time.
  */
 export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Backplane }): MetricsCollector {

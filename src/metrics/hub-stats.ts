@@ -1,10 +1,8 @@
+import { type HubStats, newHubStats } from '../hub/client-errors.js';
 import type { HubDefinition, HubMethod } from '../hub/hub.js';
 
 /** How a send was addressed: the audience kinds, and the reliable lane. */
 export type SendRoute = 'all' | 'groups' | 'users' | 'connections' | 'reliable';
-
-/** Errors a client causes (an unknown method, bad arguments, a protocol violation, a limit hit). */
-export type ClientErrorKind = 'unknownMethod' | 'invalidArguments' | 'protocol' | 'limit';
 
 export interface InvocationCounts {
   ok: number;
@@ -16,26 +14,21 @@ export interface InvocationCounts {
  * by the metrics collector at scrape time.
  */
 // note: no prom-client call and no allocation on the hot path; a scrape turns these into series.
-export class HubStats {
+export class HubCounters implements HubStats {
   /** Hub protocol messages received from clients (pings excepted). */
   received = 0;
   readonly sent: Record<SendRoute, number> = { all: 0, groups: 0, users: 0, connections: 0, reliable: 0 };
   /** Per registered hub method: the label set stays bounded whatever clients send. */
   readonly invocations = new Map<string, InvocationCounts>();
-  /** Client-caused errors since the hub started, by kind. */
-  readonly clientErrors: Record<ClientErrorKind, number> = {
-    unknownMethod: 0,
-    invalidArguments: 0,
-    protocol: 0,
-    limit: 0,
-  };
+  /** Client-caused errors since the hub started, by kind (counted by the connections). */
+  readonly clientErrors: HubStats['clientErrors'] = newHubStats().clientErrors;
 }
 
 /**
  * Returns `definition` with every method counted in `stats.invocations` (`ok` when it returned or its
  * promise resolved, `error` when it threw or rejected). Unregistered targets are never counted.
  */
-export function countInvocations(definition: HubDefinition, stats: HubStats): HubDefinition {
+export function countInvocations(definition: HubDefinition, stats: HubCounters): HubDefinition {
   const methods: Record<string, HubMethod> = {};
   for (const [name, method] of Object.entries(definition.methods)) {
     const counts: InvocationCounts = { ok: 0, error: 0 };

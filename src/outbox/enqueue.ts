@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { USER_ID } from '../backplane/keys.js';
 import { RelayhubError } from '../errors.js';
 import { outbox, partitionOf } from './schema.js';
 
@@ -91,8 +92,8 @@ function validate(message: OutboxMessage): void {
   }
 }
 
-/** User ids become Redis key parts inside a `{hashtag}`. */
-export const USER_ID = /^[^{}\s]{1,256}$/;
+/** The user id rule, shared with every other sender. */
+export { USER_ID } from '../backplane/keys.js';
 
 /**
  * Adds a reliable message to the outbox inside the caller's transaction (a drizzle transaction, or a `pg`

@@ -418,3 +418,33 @@ function rawToString(data: WebSocket.RawData): string {
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
   return Buffer.from(data).toString('utf8');
 }
+
+/** A socket that only counts the Completion records it receives, see {@link openCountingCompletions}. */
+export interface CountingSocket {
+  readonly ws: WebSocket;
+  /** Completion records received so far. */
+  completions(): number;
+}
+
+/**
+ * Opens `url` and sends the handshake request, then counts Completions without parsing or keeping them:
+ * for floods of thousands of invocations, where keeping every message would skew memory figures.
+ */
+export async function openCountingCompletions(url: string): Promise<CountingSocket> {
+  const ws = new WebSocket(socketUrl(url));
+  let completions = 0;
+  ws.on('message', (data: WebSocket.RawData) => {
+    for (const text of data.toString().split(RS)) if (text.startsWith('{"type":3')) completions++;
+  });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  ws.send(handshakeRequest());
+  return { ws, completions: () => completions };
+}
+
+/** Sends `records` (formatted with {@link record}) in frames of `perFrame` records each. */
+export function sendInFrames(ws: WebSocket, records: readonly string[], perFrame: number): void {
+  for (let at = 0; at < records.length; at += perFrame) ws.send(records.slice(at, at + perFrame).join(''));
+}

@@ -152,6 +152,7 @@ export class RedisServer {
   async stop(graceMs = 3_000): Promise<void> {
     const child = this.#child;
     if (!child) return;
+    child.kill('SIGCONT');
     child.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
@@ -163,6 +164,18 @@ export class RedisServer {
       child.kill('SIGKILL');
       await this.#exited;
     }
+  }
+
+  /**
+   * Freezes redis-server (SIGSTOP): connections stay open and accept bytes, but nothing is answered, as
+   * when Redis hangs or the network black-holes traffic. {@link resume} thaws it.
+   */
+  pause(): void {
+    this.#child?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.#child?.kill('SIGCONT');
   }
 
   /** Stops the server and removes its directory. */

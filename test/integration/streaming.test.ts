@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HubError } from '../../src/errors.js';
 import type { ConnectionContext, HubDefinition } from '../../src/hub/hub.js';
 import { ClientPool } from '../helpers/client.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { HubServer } from '../../src/hub/hub-server.js';
+import { silentLogger, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const HUB = '/hubs/streaming-test';
@@ -44,9 +45,16 @@ describe('streaming', () => {
   /** What the endless stream saw of its own end. */
   const endless = { finallyRan: 0, signalAborted: 0, yielded: 0 };
 
+  /** How often the methods that a mismatched call must not run did run. */
+  const ran = { count: 0, notAStream: 0, declared: 0 };
+  /** What the hub's iterator threw when the client errored its upload. */
+  const uploadErrors: Error[] = [];
+
   const hub: HubDefinition = {
+    streams: ['Declared'],
     methods: {
       Count: async function* (_ctx, n: number) {
+        ran.count++;
         for (let i = 1; i <= n; i++) {
           if (i % 3 === 0) await nextTurn();
           yield { i, text: `item ${i}` };
@@ -72,6 +80,14 @@ describe('streaming', () => {
           endless.finallyRan++;
         }
       },
+      SumOrReport: async (_ctx, numbers: AsyncIterable<number>) => {
+        try {
+          for await (const _ of numbers);
+        } catch (error) {
+          uploadErrors.push(error as Error);
+          throw error;
+        }
+      },
       Sum: async (_ctx, numbers: AsyncIterable<number>) => {
         let sum = 0;
         for await (const n of numbers) sum += n;
@@ -86,7 +102,16 @@ describe('streaming', () => {
       Doubled: async function* (_ctx, numbers: AsyncIterable<number>) {
         for await (const n of numbers) yield n * 2;
       },
-      NotAStream: () => 42,
+      NotAStream: () => {
+        ran.notAStream++;
+        return 42;
+      },
+      Declared: (_ctx, n: number) => {
+        ran.declared++;
+        return (async function* () {
+          for (let i = 0; i < n; i++) yield i;
+        })();
+      },
       Echo: (_ctx, value: unknown) => value,
     },
   };
@@ -223,6 +248,21 @@ describe('streaming', () => {
     await expect(sum).rejects.toThrow('client gave up');
   });
 
+  it("throws the client's exact error text in the hub's iterator, and it reaches the caller as HubException", async () => {
+    uploadErrors.length = 0;
+    server = await startServer({}, { [HUB]: hub });
+    const c = await clients.connect(server.url(HUB));
+    const subject = new Subject<number>();
+    const sum = c.invoke('SumOrReport', subject);
+    subject.next(1);
+    subject.error(new Error('client gave up'));
+    // note: no detailed errors: the text still arrives, because it is the client's own.
+    await expect(sum).rejects.toThrow(
+      "An unexpected error occurred invoking 'SumOrReport' on the server. HubException: client gave up",
+    );
+    expect(uploadErrors.map((e) => e.message)).toEqual(['client gave up']);
+  });
+
   it('streams both ways: an upload into a server stream', async () => {
     server = await startServer({}, { [HUB]: hub });
     const c = await clients.connect(server.url(HUB));
@@ -237,15 +277,33 @@ describe('streaming', () => {
     expect(s.items).toEqual([2, 4, 6]);
   });
 
-  it('rejects an invoke of a streaming method, and a stream of a non-streaming one, clearly', async () => {
+  it('refuses a streams list that names no method, when the hub is mapped', () => {
+    expect(() =>
+      new HubServer({ logger: silentLogger }).mapHub(HUB, { methods: {}, streams: ['Nope'] }),
+    ).toThrow("Hub '/hubs/streaming-test' lists 'Nope' in streams, but has no such method.");
+  });
+
+  it("refuses an invoke of a streaming method, and a stream of a non-streaming one, with SignalR's errors, without running them", async () => {
     server = await startServer({}, { [HUB]: hub });
     const c = await clients.connect(server.url(HUB));
+    ran.count = ran.notAStream = ran.declared = 0;
     await expect(c.invoke('Count', 3)).rejects.toThrow(
-      "The hub method 'Count' returns a stream; call it with stream().",
+      "The client attempted to invoke the streaming 'Count' method with a non-streaming invocation.",
+    );
+    // note: a method declared in `streams` (not an async generator) is known to stream, too.
+    await expect(c.invoke('Declared', 3)).rejects.toThrow(
+      "The client attempted to invoke the streaming 'Declared' method with a non-streaming invocation.",
     );
     const s = collect(c, 'NotAStream');
     await waitFor(() => s.completed || s.error);
-    expect(s.error?.message).toContain("The hub method 'NotAStream' does not return a stream.");
+    expect(s.error?.message).toBe(
+      "The client attempted to invoke the non-streaming 'NotAStream' method with a streaming invocation.",
+    );
     expect(s.items).toEqual([]);
+    expect(ran).toEqual({ count: 0, notAStream: 0, declared: 0 });
+    const declared = collect(c, 'Declared', 3);
+    await waitFor(() => declared.completed || declared.error);
+    expect(declared.items).toEqual([0, 1, 2]);
+    expect(ran.declared).toBe(1);
   });
 });

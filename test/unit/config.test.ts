@@ -39,6 +39,8 @@ describe('resolveHubOptions: defaults', () => {
       maximumParallelInvocationsPerClient: 1,
       maxQueuedInvocationsPerClient: 128,
       streamBufferCapacity: 10,
+      maxStreamsPerClient: 32,
+      maxGroupsPerConnection: 1_000,
       maxBufferedBytesPerClient: 1_048_576,
       enableDetailedErrors: false,
       clientResultTimeoutMs: 30_000,

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { ConnectionContext, HubDefinition } from '../../src/hub/hub.js';
-import { countInvocations, HubStats } from '../../src/metrics/hub-stats.js';
+import { countInvocations, HubCounters } from '../../src/metrics/hub-stats.js';
 
 const ctx = {} as ConnectionContext;
 
 describe('countInvocations', () => {
   it('counts returns and throws, sync and async, per registered method, and passes values through', async () => {
-    const stats = new HubStats();
+    const stats = new HubCounters();
     const definition: HubDefinition = {
       methods: {
         Sync: (_ctx, n: number) => n + 1,

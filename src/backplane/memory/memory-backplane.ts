@@ -79,6 +79,8 @@ class MemoryChannel implements HubChannel {
 
   async unfollow(): Promise<void> {}
 
+  async unfollowMany(): Promise<void> {}
+
   async publish(audience: Audience, frame: string): Promise<void> {
     // note: the local instance first, so that its recipients never wait behind other instances.
     this.local.deliver(audience, frame);

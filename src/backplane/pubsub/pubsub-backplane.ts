@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
-import { RelayhubError } from '../../errors.js';
+import { HubError, RelayhubError } from '../../errors.js';
 import type {
   Audience,
   Backplane,
@@ -12,7 +12,7 @@ import type {
   LocalHub,
 } from '../backplane.js';
 import { redactUrl } from '../../redact.js';
-import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels, validateChannelPrefix } from '../keys.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
 import {
@@ -22,6 +22,7 @@ import {
   openRedis,
   type RedisConnectionOptions,
 } from './redis-connection.js';
+import { StallProbe } from './stall-probe.js';
 
 export interface PubSubBackplaneOptions extends RedisConnectionOptions {
   /**
@@ -39,6 +40,13 @@ export interface PubSubBackplaneOptions extends RedisConnectionOptions {
    * @default 5_000
    */
   requestTimeoutMs?: number;
+  /**
+   * How often `health()` checks that Redis answers (a PING on each connection): a Redis that accepts
+   * connections but answers nothing makes `health().status` (and `/healthz`) `degraded` once a PING has
+   * waited this long.
+   * @default 1_000
+   */
+  healthProbeIntervalMs?: number;
   /** @default a silent logger */
   logger?: Logger;
 }
@@ -52,6 +60,8 @@ interface Pending {
 }
 
 const LIVENESS_CHECK_MS = 1_000;
+/** Channels per UNSUBSCRIBE command when many go at once (a connection that leaves many groups). */
+const UNSUBSCRIBE_BATCH = 1_000;
 
 /**
  * Redis PUB/SUB fan-out, like SignalR's Redis backplane: **at most once**. One connection publishes
@@ -72,6 +82,7 @@ export class PubSubBackplane implements Backplane {
   /** Channel → the handler of messages arriving on it. */
   readonly #routes = new Map<string, (header: Header, body: string) => void>();
   readonly #channels = new Set<PubSubChannel>();
+  readonly #probes: StallProbe[] = [];
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #wasReady = false;
@@ -82,7 +93,7 @@ export class PubSubBackplane implements Backplane {
 
   constructor(options: PubSubBackplaneOptions = {}) {
     this.#options = options;
-    this.#prefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
+    this.#prefix = validateChannelPrefix(options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX);
     this.#url = options.redisUrl ?? DEFAULT_REDIS_URL;
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
@@ -130,6 +141,8 @@ export class PubSubBackplane implements Backplane {
         this.#sub.disconnect();
         throw error;
       }
+      const interval = this.#options.healthProbeIntervalMs ?? 1_000;
+      this.#probes.push(new StallProbe(this.#pub, interval), new StallProbe(this.#sub, interval));
     })();
     return this.#connecting;
   }
@@ -167,11 +180,17 @@ export class PubSubBackplane implements Backplane {
     else pending.catch((error: unknown) => this.#log.warn({ err: error, channel }, 'subscribe failed'));
   }
 
-  async unsubscribe(channel: string): Promise<void> {
-    this.#routes.delete(channel);
-    const pending = this.#sub.unsubscribe(channel);
-    if (this.#sub.status === 'ready') await pending;
-    else pending.catch((error: unknown) => this.#log.debug({ err: error, channel }, 'unsubscribe failed'));
+  /** Unsubscribes from one or many channels, in commands of up to {@link UNSUBSCRIBE_BATCH} channels. */
+  async unsubscribe(channels: string | readonly string[]): Promise<void> {
+    const all = typeof channels === 'string' ? [channels] : channels;
+    for (const channel of all) this.#routes.delete(channel);
+    const pending: Promise<unknown>[] = [];
+    for (let at = 0; at < all.length; at += UNSUBSCRIBE_BATCH) {
+      pending.push(this.#sub.unsubscribe(...all.slice(at, at + UNSUBSCRIBE_BATCH)));
+    }
+    const done = Promise.all(pending);
+    if (this.#sub.status === 'ready') await done;
+    else done.catch((error: unknown) => this.#log.debug({ err: error }, 'unsubscribe failed'));
   }
 
   #onMessage(channel: string, message: string): void {
@@ -192,7 +211,7 @@ export class PubSubBackplane implements Backplane {
   health(): BackplaneHealth {
     const status = this.#closing
       ? 'down'
-      : this.#pub.status === 'ready' && this.#sub.status === 'ready'
+      : this.#pub.status === 'ready' && this.#sub.status === 'ready' && !this.#probes.some((p) => p.stalled)
         ? 'ready'
         : 'degraded';
     return { status, possibleGaps: this.#possibleGaps, failedSends: this.#failedSends };
@@ -219,6 +238,7 @@ export class PubSubBackplane implements Backplane {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      for (const probe of this.#probes) probe.close();
       await Promise.allSettled([...this.#channels].map((c) => c.close()));
       await Promise.allSettled([quit(this.#pub), quit(this.#sub)]);
     })();
@@ -283,14 +303,20 @@ class PubSubChannel implements HubChannel {
   }
 
   unfollow(kind: Interest, name: string): Promise<void> {
+    return this.unfollowMany([[kind, name]]);
+  }
+
+  unfollowMany(interests: readonly (readonly [Interest, string])[]): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    const channel =
-      kind === 'connection'
-        ? this.names.connection(name)
-        : kind === 'user'
-          ? this.names.user(name)
-          : this.names.group(name);
-    return this.backplane.unsubscribe(channel);
+    return this.backplane.unsubscribe(interests.map(([kind, name]) => this.#channelOf(kind, name)));
+  }
+
+  #channelOf(kind: Interest, name: string): string {
+    return kind === 'connection'
+      ? this.names.connection(name)
+      : kind === 'user'
+        ? this.names.user(name)
+        : this.names.group(name);
   }
 
   // ---- sends ----
@@ -464,8 +490,11 @@ class PubSubChannel implements HubChannel {
 
   #onReply(header: Header, body: string): void {
     if (header.k !== 'r') return;
+    // note: a HubError stays one, so that its text reaches the client as it would from the owner itself.
     const error = header.code
-      ? new RelayhubError(header.code as RelayhubError['code'], header.m ?? 'The request failed.')
+      ? header.code === 'ERR_HUB_METHOD'
+        ? new HubError(header.m ?? 'The request failed.')
+        : new RelayhubError(header.code as RelayhubError['code'], header.m ?? 'The request failed.')
       : undefined;
     this.#settle(header.id, body, error);
   }

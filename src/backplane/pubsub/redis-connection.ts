@@ -17,7 +17,17 @@ export interface RedisConnectionOptions {
    * @default 2_000
    */
   maxRetryDelayMs?: number;
+  /**
+   * A command that Redis has not answered within this time fails (ioredis `commandTimeout`), so that a
+   * stalled Redis (paused, swapping, a network black hole) cannot hold a send, a registration or a
+   * reliable-lane call forever. Applies to the non-blocking roles only: the subscriber and the blocking
+   * XREADGROUP reader wait by design.
+   * @default 5_000
+   */
+  commandTimeoutMs?: number;
 }
+
+export const DEFAULT_COMMAND_TIMEOUT_MS = 5_000;
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -30,11 +40,16 @@ export function retryDelay(attempt: number, maxDelayMs: number): number {
 /**
  * Opens an ioredis connection for one role. Commands fail at once while disconnected (no offline queue)
  * unless `queueWhileOffline`, which only the subscriber uses, so that its subscriptions are restored.
+ * Commands time out after `commandTimeoutMs` unless the role `waits` (the subscriber, a blocking reader).
  */
 export function openRedis(
   options: RedisConnectionOptions,
   role: string,
-  { queueWhileOffline = false, autoPipelining = false } = {},
+  {
+    queueWhileOffline = false,
+    autoPipelining = false,
+    waits = queueWhileOffline,
+  }: { queueWhileOffline?: boolean; autoPipelining?: boolean; waits?: boolean } = {},
 ): Redis {
   const url = options.redisUrl ?? DEFAULT_REDIS_URL;
   const maxDelay = options.maxRetryDelayMs ?? 2_000;
@@ -48,6 +63,7 @@ export function openRedis(
     maxRetriesPerRequest: queueWhileOffline ? null : 0,
     autoResubscribe: true,
     retryStrategy: (attempt) => retryDelay(attempt, maxDelay),
+    ...(waits ? {} : { commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS }),
   };
   return new Redis(url, redisOptions);
 }

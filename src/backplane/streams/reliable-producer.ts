@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { RelayhubError } from '../../errors.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys, validateUserId } from '../keys.js';
 import {
   connectRedis,
   DEFAULT_REDIS_URL,
@@ -48,7 +48,7 @@ export async function sendReliable(
   retention: Retention,
   message: ReliableMessage,
 ): Promise<ReliableSendResult> {
-  const user = keys.user(message.userId);
+  const user = keys.user(validateUserId(message.userId));
   try {
     const [offset, messageId, duplicate] = await scripts.relayhubSend(
       user.seq,

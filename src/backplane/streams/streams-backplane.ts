@@ -12,6 +12,7 @@ import type {
 import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../keys.js';
 import { PubSubBackplane, type PubSubBackplaneOptions } from '../pubsub/pubsub-backplane.js';
 import { connectRedis, DEFAULT_REDIS_URL, openRedis } from '../pubsub/redis-connection.js';
+import { StallProbe } from '../pubsub/stall-probe.js';
 import {
   DEFAULT_RELIABLE_OPTIONS,
   type DeadLetter,
@@ -45,6 +46,7 @@ export class StreamsBackplane implements Backplane {
   readonly #log: Logger;
   readonly #lanes = new Set<StreamsLane>();
   readonly #connections: Redis[] = [];
+  readonly #probes: StallProbe[] = [];
   #closing: Promise<void> | undefined;
 
   constructor(options: StreamsBackplaneOptions = {}) {
@@ -69,12 +71,13 @@ export class StreamsBackplane implements Backplane {
     const url = this.#options.redisUrl ?? DEFAULT_REDIS_URL;
     const timeout = this.#options.connectTimeoutMs ?? 5_000;
     const redis = openRedis(this.#options, `relayhub:${this.instanceId}:lane`);
-    const blocking = openRedis(this.#options, `relayhub:${this.instanceId}:lane-read`);
+    const blocking = openRedis(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
     this.#connections.push(redis, blocking);
     for (const connection of [redis, blocking]) {
       connection.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
     }
     await Promise.all([connectRedis(redis, url, timeout), connectRedis(blocking, url, timeout)]);
+    this.#probes.push(new StallProbe(redis, this.#options.healthProbeIntervalMs ?? 1_000));
     const lane = new StreamsLane({
       redis,
       blocking,
@@ -92,7 +95,8 @@ export class StreamsBackplane implements Backplane {
 
   health(): BackplaneHealth {
     const health = this.#pubsub.health();
-    const laneDown = this.#connections.some((c) => c.status !== 'ready');
+    const laneDown =
+      this.#connections.some((c) => c.status !== 'ready') || this.#probes.some((p) => p.stalled);
     return laneDown && health.status === 'ready' ? { ...health, status: 'degraded' } : health;
   }
 
@@ -102,6 +106,7 @@ export class StreamsBackplane implements Backplane {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      for (const probe of this.#probes) probe.close();
       await Promise.allSettled([...this.#lanes].map((lane) => lane.close()));
       for (const connection of this.#connections) {
         if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
