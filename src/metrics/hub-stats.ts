@@ -41,6 +41,18 @@ export function countInvocations(definition: HubDefinition, stats: HubCounters):
       counts.error++;
       throw error;
     };
+    if (isAsyncGeneratorFunction(method)) {
+      // note: stays an async generator function, which is how the hub tells a streaming method.
+      methods[name] = async function* (ctx, ...args) {
+        try {
+          yield* method(ctx, ...args) as AsyncGenerator<unknown>;
+        } catch (error) {
+          return failed(error);
+        }
+        counts.ok++;
+      };
+      continue;
+    }
     methods[name] = (ctx, ...args) => {
       let result: unknown;
       try {
@@ -56,4 +68,10 @@ export function countInvocations(definition: HubDefinition, stats: HubCounters):
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
+}
+
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor as typeof Function;
+
+function isAsyncGeneratorFunction(method: HubMethod): boolean {
+  return method instanceof AsyncGeneratorFunction;
 }
