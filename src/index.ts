@@ -18,11 +18,14 @@ export {
   type NamedBackplaneOptions,
   type RedisOption,
 } from './backplane/create-backplane.js';
-export { DEFAULT_CHANNEL_PREFIX } from './backplane/keys.js';
+export { DEFAULT_CHANNEL_PREFIX } from './redis/keys.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
+export type { RedisOptions, RedisTarget } from './redis/connection.js';
+export type { PubSubMode } from './redis/pubsub.js';
 export {
   ReliableProducer,
+  type Durability,
   type ReliableProducerOptions,
   type Retention,
 } from './backplane/streams/reliable-producer.js';

@@ -40,6 +40,7 @@ function withCommonOptions(command: Command): Command {
         .env('REDIS_URL')
         .default('redis://127.0.0.1:6379'),
     )
+    .addOption(redisClusterOption())
     .addOption(
       new Option('--channel-prefix <prefix>', 'prefix of every Redis key and channel')
         .env('CHANNEL_PREFIX')
@@ -53,6 +54,17 @@ function withCommonOptions(command: Command): Command {
 
 function metricsPortOption(description: string): Option {
   return new Option('--metrics-port <port>', description).env('METRICS_PORT').argParser(port);
+}
+
+/**
+ * `--redis-cluster` (or `REDIS_CLUSTER=true`): `--redis-url` is then a comma-separated list of Cluster seed
+ * nodes. note: parsed by hand, because commander would take `REDIS_CLUSTER=false` for true.
+ */
+function redisClusterOption(): Option {
+  return new Option(
+    '--redis-cluster',
+    'Redis is a Cluster: --redis-url lists seed nodes, comma-separated (env REDIS_CLUSTER=true)',
+  ).default(/^(1|true|yes)$/i.test(process.env.REDIS_CLUSTER ?? ''));
 }
 
 function databaseUrlOption(): Option {
@@ -130,6 +142,7 @@ program.addCommand(
     .addOption(
       new Option('--redis-url <url>', 'Redis of the hubs').env('REDIS_URL').default('redis://127.0.0.1:6379'),
     )
+    .addOption(redisClusterOption())
     .addOption(databaseUrlOption())
     .addOption(
       new Option('--channel-prefix <prefix>', 'prefix of every Redis key and channel')
@@ -167,7 +180,9 @@ function logger() {
 // note: a URL that cannot be one is said so up front, not reported later as "not reachable".
 program.hook('preAction', (_program, command) => {
   const options = command.opts<{ redisUrl?: string; databaseUrl?: string }>();
-  if (options.redisUrl !== undefined) requireUrl(options.redisUrl, ['redis:', 'rediss:'], 'REDIS_URL');
+  // note: with --redis-cluster the value lists seed nodes, comma-separated: each must be a URL
+  for (const url of options.redisUrl?.split(',') ?? [])
+    requireUrl(url.trim(), ['redis:', 'rediss:'], 'REDIS_URL');
   if (options.databaseUrl !== undefined) {
     requireUrl(options.databaseUrl, ['postgres:', 'postgresql:'], 'DATABASE_URL');
   }

@@ -11,12 +11,15 @@ import { HubServer } from '../hub/hub-server.js';
 import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
 import { demoPage } from '../example/demo-page.js';
 import { outboxBacklog } from '../outbox/backlog.js';
+import { targetFromUrl } from '../redis/connection.js';
 
 export interface ServeOptions {
   port: number;
   host: string;
   backplane: 'memory' | 'pubsub' | 'streams';
   redisUrl: string;
+  /** `--redis-cluster`: `redisUrl` lists Cluster seed nodes. */
+  redisCluster: boolean;
   channelPrefix: string;
   instanceId?: string;
   jwtSecret?: string;
@@ -70,7 +73,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
       options.backplane === 'memory'
         ? 'memory'
         : createBackplane(options.backplane, {
-            redis: options.redisUrl,
+            redis: targetFromUrl(options.redisUrl, options.redisCluster),
             channelPrefix: options.channelPrefix,
             instanceId,
             logger,

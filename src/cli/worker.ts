@@ -6,10 +6,13 @@ import type { Logger } from 'pino';
 import { migrate } from '../outbox/migrate.js';
 import { postgresUnavailable } from '../unavailable.js';
 import { OutboxWorker } from '../worker/outbox-worker.js';
+import { targetFromUrl } from '../redis/connection.js';
 import { onShutdown } from './serve.js';
 
 export interface WorkerCliOptions {
   redisUrl: string;
+  /** `--redis-cluster`: `redisUrl` lists Cluster seed nodes. */
+  redisCluster: boolean;
   databaseUrl: string;
   channelPrefix: string;
   hub: string;
@@ -22,7 +25,7 @@ export interface WorkerCliOptions {
 export async function runWorker(options: WorkerCliOptions, logger: Logger): Promise<void> {
   const worker = new OutboxWorker({
     databaseUrl: options.databaseUrl,
-    redisUrl: options.redisUrl,
+    redis: targetFromUrl(options.redisUrl, options.redisCluster),
     channelPrefix: options.channelPrefix,
     hub: options.hub,
     migrate: options.migrate,

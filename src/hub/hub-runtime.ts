@@ -9,7 +9,7 @@ import type {
   ReliableLane,
   ReliableMetrics,
 } from '../backplane/backplane.js';
-import { groupNameProblem } from '../backplane/keys.js';
+import { groupNameProblem } from '../redis/keys.js';
 import type { HubOptions } from '../config.js';
 import { HubError, RelayhubError } from '../errors.js';
 import { formatMessage } from '../protocol/json-protocol.js';

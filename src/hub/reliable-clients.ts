@@ -4,7 +4,7 @@ import type {
   ReliableMetrics,
   ReliableSendResult,
 } from '../backplane/backplane.js';
-import { validateUserId } from '../backplane/keys.js';
+import { validateUserId } from '../redis/keys.js';
 import { RelayhubError } from '../errors.js';
 import type { HubCounters } from '../metrics/hub-stats.js';
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { USER_ID } from '../backplane/keys.js';
+import { USER_ID } from '../redis/keys.js';
 import { RelayhubError } from '../errors.js';
 import { outbox, partitionOf } from './schema.js';
 
@@ -93,7 +93,7 @@ function validate(message: OutboxMessage): void {
 }
 
 /** The user id rule, shared with every other sender. */
-export { USER_ID } from '../backplane/keys.js';
+export { USER_ID } from '../redis/keys.js';
 
 /**
  * Adds a reliable message to the outbox inside the caller's transaction (a drizzle transaction, or a `pg`

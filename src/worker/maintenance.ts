@@ -1,9 +1,15 @@
 import { type Job, Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { ReliableKeys } from '../backplane/keys.js';
+import type { ReliableKeys } from '../redis/keys.js';
 import { sweepDeadInstances } from '../backplane/streams/dead-instances.js';
+import {
+  isClusterTarget,
+  openClient,
+  type RedisClient,
+  type RedisTarget,
+  targetOf,
+} from '../redis/connection.js';
 
 /** A message the outbox gave up on: still unacked when its TTL passed. */
 export interface OutboxDeadLetter {
@@ -37,11 +43,13 @@ export const DEFAULT_MAINTENANCE_OPTIONS: Readonly<MaintenanceOptions> = Object.
 });
 
 interface MaintenanceDeps extends Partial<MaintenanceOptions> {
-  redisUrl: string;
+  /** Where the hubs' Redis is (BullMQ gets connections of its own there); else `redisUrl`. */
+  target?: RedisTarget;
+  redisUrl?: string;
   prefix: string;
   pool: pg.Pool;
   /** Lane commands (for the dead-instance sweep). */
-  redis: Redis;
+  redis: RedisClient;
   keys: ReliableKeys;
   log: Logger;
   onDeadLetter?: DeadLetterHandler;
@@ -58,7 +66,8 @@ const PURGE_BATCH = 1_000;
 export class Maintenance {
   readonly #deps: MaintenanceDeps;
   readonly #options: MaintenanceOptions;
-  readonly #connection: Redis;
+  readonly #connection: RedisClient;
+  readonly #target: RedisTarget;
   #queue: Queue | undefined;
   #deadLetters: Queue | undefined;
   #workers: Worker[] = [];
@@ -72,13 +81,21 @@ export class Maintenance {
       deadLetterAttempts: deps.deadLetterAttempts ?? DEFAULT_MAINTENANCE_OPTIONS.deadLetterAttempts,
       deadLetterBackoffMs: deps.deadLetterBackoffMs ?? DEFAULT_MAINTENANCE_OPTIONS.deadLetterBackoffMs,
     };
-    // note: BullMQ wants retries without limit on its connections; it is off the hot path.
-    this.#connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+    // note: BullMQ wants retries without limit (and an offline queue) on its connections; it is off the
+    // hot path. On a Cluster it duplicates this one for its blocking reads.
+    this.#target = targetOf({
+      ...(deps.target ? { redis: deps.target } : {}),
+      ...(deps.redisUrl ? { redisUrl: deps.redisUrl } : {}),
+    });
+    this.#connection = openClient({ redis: this.#target }, 'relayhub:bullmq', { queueWhileOffline: true });
     this.#connection.on('error', (error: Error) => deps.log.debug({ err: error }, 'bullmq redis error'));
   }
 
   async start(): Promise<void> {
-    const prefix = `${this.#deps.prefix}:bull`;
+    // note: on a Cluster every key of a BullMQ queue must share a slot: its prefix is one {hashtag}.
+    const prefix = isClusterTarget(this.#target)
+      ? `{${this.#deps.prefix}:bull}`
+      : `${this.#deps.prefix}:bull`;
     const connection = this.#connection;
     this.#queue = new Queue('relayhub-maintenance', { connection, prefix });
     this.#deadLetters = new Queue('relayhub-dead-letters', {

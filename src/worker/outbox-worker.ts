@@ -1,19 +1,27 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { type Logger, pino } from 'pino';
 import type { ReliableSendResult } from '../backplane/backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../backplane/keys.js';
+import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../redis/keys.js';
+import { DEFAULT_REDIS_URL, describe } from '../backplane/pubsub/redis-connection.js';
 import {
-  connectRedis,
-  DEFAULT_REDIS_URL,
-  describe,
-  openRedis,
-} from '../backplane/pubsub/redis-connection.js';
-import { laneScripts, type Retention, sendReliable } from '../backplane/streams/reliable-producer.js';
+  type Durability,
+  durabilityFor,
+  type LaneScripts,
+  laneScripts,
+  type Retention,
+  sendReliable,
+} from '../backplane/streams/reliable-producer.js';
 import { DEFAULT_RELIABLE_OPTIONS } from '../backplane/streams/streams-lane.js';
 import { RelayhubError } from '../errors.js';
 import { postgresUnavailable } from '../unavailable.js';
+import {
+  connectClient,
+  openClient,
+  type RedisClient,
+  type RedisTarget,
+  targetOf,
+} from '../redis/connection.js';
 import { OUTBOX_CHANNEL, USER_ID } from '../outbox/enqueue.js';
 import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
 import { migrate } from '../outbox/migrate.js';
@@ -27,6 +35,19 @@ export interface OutboxWorkerOptions {
   databaseUrl?: string;
   /** @default 'redis://127.0.0.1:6379' */
   redisUrl?: string;
+  /**
+   * Where Redis is (one node, a Cluster, or an ioredis `Cluster`); takes precedence over `redisUrl`.
+   * @default { url: redisUrl }
+   */
+  redis?: RedisTarget;
+  /**
+   * Replicas that must confirm (`WAIT`) a relayed row before it counts as relayed, so that a primary
+   * failover cannot take it back; a row they do not confirm in time is relayed again (same message id).
+   * @default 1 on a Cluster, 0 on one node
+   */
+  replicas?: number;
+  /** @default 1_000 */
+  replicaTimeoutMs?: number;
   /** @default 'relayhub' */
   channelPrefix?: string;
   /** The hub whose users the outbox rows are for. @default '/hubs/demo' */
@@ -79,12 +100,19 @@ interface Row {
  */
 export class OutboxWorker {
   readonly workerId: string;
-  readonly #o: Required<Omit<OutboxWorkerOptions, 'onDeadLetter' | 'retention' | 'maintenance' | 'workerId'>>;
+  readonly #o: Required<
+    Omit<
+      OutboxWorkerOptions,
+      'onDeadLetter' | 'retention' | 'maintenance' | 'workerId' | 'redis' | 'replicas' | 'replicaTimeoutMs'
+    >
+  >;
+  readonly #target: RedisTarget;
+  readonly #durability: Durability;
   readonly #retention: Retention;
   readonly #log: Logger;
   readonly #keys: ReliableKeys;
-  readonly #redis: Redis;
-  readonly #scripts: ReturnType<typeof laneScripts>;
+  readonly #redis: RedisClient;
+  readonly #scripts: LaneScripts & RedisClient;
   readonly #owner: PartitionOwner;
   readonly #pool: pg.Pool;
   readonly #maintenance: Maintenance | undefined;
@@ -126,7 +154,15 @@ export class OutboxWorker {
     };
     this.#log = this.#o.logger.child({ worker: this.workerId });
     this.#keys = reliableKeys(this.#o.channelPrefix, this.#o.hub);
-    this.#redis = openRedis({ redisUrl: this.#o.redisUrl }, `relayhub:${this.workerId}`, {
+    this.#target = targetOf({
+      redisUrl: this.#o.redisUrl,
+      ...(options.redis ? { redis: options.redis } : {}),
+    });
+    this.#durability = durabilityFor(this.#target, {
+      ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
+      ...(options.replicaTimeoutMs !== undefined ? { replicaTimeoutMs: options.replicaTimeoutMs } : {}),
+    });
+    this.#redis = openClient({ redis: this.#target }, `relayhub:${this.workerId}`, {
       autoPipelining: true,
     });
     this.#redis.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
@@ -136,7 +172,7 @@ export class OutboxWorker {
     this.#pool.on('error', (error) => this.#log.warn({ err: error }, 'postgres pool error'));
     if (options.maintenance !== false) {
       this.#maintenance = new Maintenance({
-        redisUrl: this.#o.redisUrl,
+        target: this.#target,
         prefix: this.#o.channelPrefix,
         pool: this.#pool,
         redis: this.#redis,
@@ -161,7 +197,7 @@ export class OutboxWorker {
       throw error instanceof RelayhubError ? error : postgresUnavailable(this.#o.databaseUrl, error);
     }
     try {
-      await connectRedis(this.#redis, this.#o.redisUrl, 5_000);
+      await connectClient(this.#redis, this.#target, 5_000);
       await this.#maintenance?.start();
     } catch (error) {
       await this.close();
@@ -337,12 +373,18 @@ export class OutboxWorker {
             continue;
           }
           try {
-            const sent: ReliableSendResult = await sendReliable(this.#scripts, this.#keys, this.#retention, {
-              userId: row.user_id,
-              target: row.target,
-              args: row.args as unknown[],
-              key: row.message_key ?? `outbox:${row.id}`,
-            });
+            const sent: ReliableSendResult = await sendReliable(
+              this.#scripts,
+              this.#keys,
+              this.#retention,
+              {
+                userId: row.user_id,
+                target: row.target,
+                args: row.args as unknown[],
+                key: row.message_key ?? `outbox:${row.id}`,
+              },
+              this.#durability,
+            );
             relayed.push({ id: row.id, offset: sent.offset });
           } catch (error) {
             // note: the user's later rows wait too, so that their order holds.
@@ -398,7 +440,11 @@ export class OutboxWorker {
     );
     if (rows.length === 0) return;
     const users = rows.map((r) => r.user_id);
-    const values = await this.#redis.mget(...users.map((u) => this.#keys.user(u).acked));
+    // note: one GET per user (auto-pipelined, per node on a Cluster): the users' keys are in many slots.
+    const values = await Promise.all(users.map((u) => this.#redis.get(this.#keys.user(u).acked)));
+    // note: acks belong to the Redis they were read from: when that Redis is not the one whose epoch the
+    // rows were relayed under (it restarted empty in between), they name other messages' offsets.
+    if ((await this.#redis.get(this.#keys.epoch)) !== this.#epoch) return;
     const acked: { user: string; offset: number }[] = [];
     users.forEach((user, i) => {
       const offset = Number(values[i]?.split(' ')[0] ?? 0);

@@ -18,11 +18,11 @@ import { ReliableProducer } from '../../src/backplane/streams/reliable-producer.
 import { ClientPool } from '../helpers/client.js';
 import { MessageTracker } from '../helpers/message-tracker.js';
 import { type InstanceProcess, InstancePool } from '../helpers/process.js';
-import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { uniquePrefix } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait-for.js';
 import {
   connectTracked,
-  deletePrefix,
+  onOneRedisAndCluster,
   deliveryProblems,
   FailoverProxy,
   range,
@@ -33,113 +33,125 @@ import {
 const USERS = 48;
 const PER_USER = 100;
 
-describe('reliable lane: an instance killed (SIGKILL) under load', () => {
-  const instances = new InstancePool();
-  const clients = new ClientPool();
-  const proxies: FailoverProxy[] = [];
-  let producer: ReliableProducer | undefined;
-  let prefix: string | undefined;
+onOneRedisAndCluster((medium, where) => {
+  describe(`reliable lane: an instance killed (SIGKILL) under load on ${where}`, () => {
+    const instances = new InstancePool();
+    const clients = new ClientPool();
+    const proxies: FailoverProxy[] = [];
+    let producer: ReliableProducer | undefined;
+    let prefix: string | undefined;
 
-  afterEach(async () => {
-    await clients.stopAll();
-    await producer?.close();
-    await Promise.allSettled(proxies.splice(0).map((p) => p.close()));
-    await instances.stopAll();
-    if (prefix) await deletePrefix(REDIS_URL, prefix).catch(() => undefined);
-    producer = prefix = undefined;
-  });
+    afterEach(async () => {
+      await clients.stopAll();
+      await producer?.close();
+      await Promise.allSettled(proxies.splice(0).map((p) => p.close()));
+      await instances.stopAll();
+      if (prefix)
+        await medium()
+          .cleanup(prefix)
+          .catch(() => undefined);
+      producer = prefix = undefined;
+    });
 
-  it(
-    'replays every unacked message to the killed instance’s users wherever they reconnect',
-    {
-      timeout: 60_000,
-    },
-    async () => {
-      prefix = uniquePrefix('chaos-kill');
-      const channelPrefix = prefix;
-      const tag = randomBytes(3).toString('hex');
-      const servers = await Promise.all(
-        range(0, 2).map((i) =>
-          instances.start({
-            redisUrl: REDIS_URL,
-            channelPrefix,
-            instanceId: `kill-${i}`,
-            backplane: 'streams',
+    it(
+      'replays every unacked message to the killed instance’s users wherever they reconnect',
+      {
+        timeout: 60_000,
+      },
+      async () => {
+        prefix = uniquePrefix('chaos-kill');
+        const channelPrefix = prefix;
+        const tag = randomBytes(3).toString('hex');
+        const servers = await Promise.all(
+          range(0, 2).map((i) =>
+            instances.start({
+              redisUrl: medium().url,
+              args: medium().args,
+              channelPrefix,
+              instanceId: `kill-${i}`,
+              backplane: 'streams',
+            }),
+          ),
+        );
+        const killed = new Set<number>();
+        const live = () => servers.filter((s) => !killed.has(s.port)).map((s) => s.port);
+        for (const server of servers) proxies.push(await FailoverProxy.start(server.port, live));
+
+        const tracker = new MessageTracker();
+        const users = range(0, USERS - 1).map((i) => `user-${i}`);
+        const reconnects = new Map<string, number>();
+        const connections: HubConnection[] = await Promise.all(
+          users.map(async (user, i) => {
+            const connection = await connectTracked(
+              clients,
+              (proxies[i % 3] as FailoverProxy).url('/hubs/demo'),
+              user,
+              tracker,
+              { reconnectDelays: [0, 50, 100, 200, 500, 1_000] },
+            );
+            connection.onreconnecting(() => reconnects.set(user, (reconnects.get(user) ?? 0) + 1));
+            return connection;
           }),
-        ),
-      );
-      const killed = new Set<number>();
-      const live = () => servers.filter((s) => !killed.has(s.port)).map((s) => s.port);
-      for (const server of servers) proxies.push(await FailoverProxy.start(server.port, live));
+        );
 
-      const tracker = new MessageTracker();
-      const users = range(0, USERS - 1).map((i) => `user-${i}`);
-      const reconnects = new Map<string, number>();
-      const connections: HubConnection[] = await Promise.all(
-        users.map(async (user, i) => {
-          const connection = await connectTracked(
-            clients,
-            (proxies[i % 3] as FailoverProxy).url('/hubs/demo'),
-            user,
-            tracker,
-            { reconnectDelays: [0, 50, 100, 200, 500, 1_000] },
-          );
-          connection.onreconnecting(() => reconnects.set(user, (reconnects.get(user) ?? 0) + 1));
-          return connection;
-        }),
-      );
+        producer = new ReliableProducer({
+          redis: medium().redis,
+          channelPrefix,
+          hub: '/hubs/demo',
+        });
+        const victim = servers[0] as InstanceProcess;
+        const victimUsers = users.filter((_, i) => i % 3 === 0);
+        const total = USERS * PER_USER;
+        let killedAt = 0;
+        let sentAtKill = 0;
+        let deliveredAtKill = 0;
+        const sendStarted = Date.now();
+        const stats = await sendPlan({
+          producer,
+          tracker,
+          users,
+          perUser: PER_USER,
+          tag,
+          concurrency: 16,
+          // note: about 7 s of sending, so that messages keep flowing while the clients fail over.
+          ratePerSecond: 700,
+          onProgress: (sent) => {
+            if (killedAt !== 0 || sent < total * 0.3) return;
+            killedAt = Date.now();
+            sentAtKill = sent;
+            deliveredAtKill = tracker.counts().delivered;
+            killed.add(victim.port);
+            victim.kill('SIGKILL');
+          },
+        });
+        const sendMs = Date.now() - sendStarted;
+        expect(killedAt, 'the kill happened').toBeGreaterThan(0);
+        await waitFor(() => victim.hasExited, { timeoutMs: 5_000, message: 'the killed instance to exit' });
+        expect(await victim.exited).toMatchObject({ signal: 'SIGKILL' });
+        await waitForDelivery(tracker, 30_000);
+        const deliveredMs = Date.now() - killedAt;
+        await waitFor(() => connections.every((c) => c.state === 'Connected'), {
+          timeoutMs: 10_000,
+          message: 'every client connected again',
+        });
+        const counts = tracker.counts();
+        const victimProxy = proxies[0] as FailoverProxy;
+        console.info(
+          `[reliable-kill on ${where}] ${tracker.summary()}\n  killed at ${sentAtKill}/${total} sent, ${deliveredAtKill} ` +
+            `delivered; sending took ${sendMs} ms; all delivered ${deliveredMs} ms after the kill; ` +
+            `sender retries=${stats.retries}; reconnects=${[...reconnects.values()].reduce((a, b) => a + b, 0)}; ` +
+            `victim forwarder routes=${JSON.stringify([...victimProxy.routed])}`,
+        );
 
-      producer = new ReliableProducer({ redisUrl: REDIS_URL, channelPrefix, hub: '/hubs/demo' });
-      const victim = servers[0] as InstanceProcess;
-      const victimUsers = users.filter((_, i) => i % 3 === 0);
-      const total = USERS * PER_USER;
-      let killedAt = 0;
-      let sentAtKill = 0;
-      let deliveredAtKill = 0;
-      const sendStarted = Date.now();
-      const stats = await sendPlan({
-        producer,
-        tracker,
-        users,
-        perUser: PER_USER,
-        tag,
-        concurrency: 16,
-        // note: about 7 s of sending, so that messages keep flowing while the clients fail over.
-        ratePerSecond: 700,
-        onProgress: (sent) => {
-          if (killedAt !== 0 || sent < total * 0.3) return;
-          killedAt = Date.now();
-          sentAtKill = sent;
-          deliveredAtKill = tracker.counts().delivered;
-          killed.add(victim.port);
-          victim.kill('SIGKILL');
-        },
-      });
-      const sendMs = Date.now() - sendStarted;
-      expect(killedAt, 'the kill happened').toBeGreaterThan(0);
-      await waitFor(() => victim.hasExited, { timeoutMs: 5_000, message: 'the killed instance to exit' });
-      expect(await victim.exited).toMatchObject({ signal: 'SIGKILL' });
-      await waitForDelivery(tracker, 30_000);
-      const deliveredMs = Date.now() - killedAt;
-      await waitFor(() => connections.every((c) => c.state === 'Connected'), {
-        timeoutMs: 10_000,
-        message: 'every client connected again',
-      });
-      const counts = tracker.counts();
-      const victimProxy = proxies[0] as FailoverProxy;
-      console.info(
-        `[reliable-kill] ${tracker.summary()}\n  killed at ${sentAtKill}/${total} sent, ${deliveredAtKill} ` +
-          `delivered; sending took ${sendMs} ms; all delivered ${deliveredMs} ms after the kill; ` +
-          `sender retries=${stats.retries}; reconnects=${[...reconnects.values()].reduce((a, b) => a + b, 0)}; ` +
-          `victim forwarder routes=${JSON.stringify([...victimProxy.routed])}`,
-      );
-
-      // the killed instance's users reconnected, through their forwarder, to the live instances
-      for (const user of victimUsers) expect(reconnects.get(user) ?? 0, user).toBeGreaterThanOrEqual(1);
-      expect([...victimProxy.routed.keys()].filter((port) => port !== victim.port).length).toBeGreaterThan(0);
-      expect(counts, tracker.summary()).toMatchObject({ sent: total, delivered: total, missing: 0 });
-      expect(deliveryProblems(tracker), tracker.summary()).toEqual([]);
-      for (const user of users) expect(tracker.deduplicated(user), user).toEqual(tracker.sentIds(user));
-    },
-  );
+        // the killed instance's users reconnected, through their forwarder, to the live instances
+        for (const user of victimUsers) expect(reconnects.get(user) ?? 0, user).toBeGreaterThanOrEqual(1);
+        expect([...victimProxy.routed.keys()].filter((port) => port !== victim.port).length).toBeGreaterThan(
+          0,
+        );
+        expect(counts, tracker.summary()).toMatchObject({ sent: total, delivered: total, missing: 0 });
+        expect(deliveryProblems(tracker), tracker.summary()).toEqual([]);
+        for (const user of users) expect(tracker.deduplicated(user), user).toEqual(tracker.sentIds(user));
+      },
+    );
+  });
 });

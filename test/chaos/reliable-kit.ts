@@ -367,3 +367,5 @@ export class LossyProxy {
 }
 
 export { deletePrefix } from '../helpers/redis.js';
+
+export { onOneRedisAndCluster, type RedisMedium } from '../helpers/redis-cluster.js';

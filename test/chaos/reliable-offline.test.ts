@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { HubConnection } from '@microsoft/signalr';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { buildClient, ClientPool } from '../helpers/client.js';

@@ -23,7 +23,7 @@ import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { Redis } from 'ioredis';
-import { CONSUMER_GROUP, reliableKeys } from '../../src/backplane/keys.js';
+import { CONSUMER_GROUP, reliableKeys } from '../../src/redis/keys.js';
 import {
   connectTracked,
   deliveryProblems,

@@ -16,7 +16,7 @@ import type { HubConnection } from '@microsoft/signalr';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ReliableSendResult } from '../../src/backplane/backplane.js';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import type { DeadLetter } from '../../src/backplane/streams/streams-lane.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { HubConnection } from '@microsoft/signalr';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import { partitionOf } from '../../src/outbox/schema.js';
 import { buildClient, type ClientOptions, type ClientPool } from './client.js';
 import { DATABASE_URL } from './postgres.js';

@@ -61,6 +61,34 @@ describe('relayhub CLI', () => {
     );
   });
 
+  it('reads REDIS_URL as Cluster seed nodes with --redis-cluster or REDIS_CLUSTER=true (and not with false)', async () => {
+    const seeds = 'redis://127.0.0.1:1,redis://127.0.0.1:2';
+    const flag = await run([
+      'serve',
+      '--port',
+      '0',
+      '--backplane',
+      'pubsub',
+      '--redis-cluster',
+      '--redis-url',
+      seeds,
+    ]);
+    expect(flag.code).toBe(2);
+    expect(flag.output).toMatch(
+      /relayhub: Redis at redis:\/\/127\.0\.0\.1:1,redis:\/\/127\.0\.0\.1:2 \(Cluster\) is not reachable/,
+    );
+    const env = await run(['serve', '--port', '0', '--backplane', 'streams'], {
+      REDIS_CLUSTER: 'true',
+      REDIS_URL: seeds,
+    });
+    expect(env.output).toMatch(/\(Cluster\) is not reachable/);
+    const off = await run(['serve', '--port', '0', '--backplane', 'pubsub'], {
+      REDIS_CLUSTER: 'false',
+      REDIS_URL: 'redis://127.0.0.1:1',
+    });
+    expect(off.output).toMatch(/Redis at redis:\/\/127\.0\.0\.1:1 is not reachable/);
+  });
+
   it('says so when Postgres is not reachable for migrate, and rejects bad flags with usage', async () => {
     const migrate = await run(['migrate', '--database-url', 'postgres://postgres@127.0.0.1:1/test']);
     expect(migrate.code).toBe(2);

@@ -14,7 +14,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { enqueue, type OutboxMessage } from '../../src/outbox/enqueue.js';

@@ -9,7 +9,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { partitionOf } from '../../src/outbox/schema.js';

@@ -7,7 +7,7 @@
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reliableKeys } from '../../src/backplane/keys.js';
+import { reliableKeys } from '../../src/redis/keys.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH } from '../../src/example/demo-hub.js';
 import type { Authenticate } from '../../src/hub/auth.js';

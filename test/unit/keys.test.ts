@@ -5,7 +5,7 @@ import {
   reliableKeys,
   validateChannelPrefix,
   validateUserId,
-} from '../../src/backplane/keys.js';
+} from '../../src/redis/keys.js';
 import { PubSubBackplane } from '../../src/backplane/pubsub/pubsub-backplane.js';
 import { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';

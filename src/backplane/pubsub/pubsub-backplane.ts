@@ -1,7 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { HubError, RelayhubError } from '../../errors.js';
+import { describeTarget, isClusterTarget, targetOf } from '../../redis/connection.js';
+import {
+  DEFAULT_CHANNEL_PREFIX,
+  type HubChannels,
+  hubChannels,
+  validateChannelPrefix,
+} from '../../redis/keys.js';
+import { PubSubBus, type PubSubBusOptions } from '../../redis/pubsub.js';
+import { keySlot } from '../../redis/slot.js';
 import type {
   Audience,
   Backplane,
@@ -12,19 +20,11 @@ import type {
   LocalHub,
 } from '../backplane.js';
 import { redactUrl } from '../../redact.js';
-import { DEFAULT_CHANNEL_PREFIX, type HubChannels, hubChannels, validateChannelPrefix } from '../keys.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
-import {
-  connectRedis,
-  DEFAULT_REDIS_URL,
-  describe,
-  openRedis,
-  type RedisConnectionOptions,
-} from './redis-connection.js';
-import { StallProbe } from './stall-probe.js';
+import { describe } from './redis-connection.js';
 
-export interface PubSubBackplaneOptions extends RedisConnectionOptions {
+export interface PubSubBackplaneOptions extends PubSubBusOptions {
   /**
    * Prefix of every channel: instances hear each other only when they share it.
    * @default 'relayhub'
@@ -41,12 +41,11 @@ export interface PubSubBackplaneOptions extends RedisConnectionOptions {
    */
   requestTimeoutMs?: number;
   /**
-   * How often `health()` checks that Redis answers (a PING on each connection): a Redis that accepts
-   * connections but answers nothing makes `health().status` (and `/healthz`) `degraded` once a PING has
-   * waited this long.
-   * @default 1_000
+   * How many channels carry broadcasts to `all`. On a Cluster each is its own slot, so that the
+   * broadcasts of many instances spread over the shards; one sender always uses the same one (order).
+   * @default 16 on a Cluster, 1 on one node
    */
-  healthProbeIntervalMs?: number;
+  broadcastPartitions?: number;
   /** @default a silent logger */
   logger?: Logger;
 }
@@ -60,8 +59,6 @@ interface Pending {
 }
 
 const LIVENESS_CHECK_MS = 1_000;
-/** Channels per UNSUBSCRIBE command when many go at once (a connection that leaves many groups). */
-const UNSUBSCRIBE_BATCH = 1_000;
 
 /**
  * Redis PUB/SUB fan-out, like SignalR's Redis backplane: **at most once**. One connection publishes
@@ -74,123 +71,96 @@ export class PubSubBackplane implements Backplane {
   readonly kind = 'pubsub' as const;
   readonly instanceId: string;
   readonly #prefix: string;
-  readonly #url: string;
-  readonly #options: PubSubBackplaneOptions;
+  /** Where Redis is, password redacted, for metrics. */
+  readonly #endpoint: string;
+  readonly #partitions: number;
   readonly #log: Logger;
-  readonly #pub: Redis;
-  readonly #sub: Redis;
+  readonly #bus: PubSubBus;
   /** Channel → the handler of messages arriving on it. */
   readonly #routes = new Map<string, (header: Header, body: string) => void>();
   readonly #channels = new Set<PubSubChannel>();
-  readonly #probes: StallProbe[] = [];
-  #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
-  #wasReady = false;
-  /** The subscriber is (or was last) ready: its next close loses the subscriptions, once per outage. */
-  #subscribed = false;
   #possibleGaps = 0;
   #failedSends = 0;
 
   constructor(options: PubSubBackplaneOptions = {}) {
-    this.#options = options;
     this.#prefix = validateChannelPrefix(options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX);
-    this.#url = options.redisUrl ?? DEFAULT_REDIS_URL;
+    this.#endpoint = redactUrl(describeTarget(targetOf(options)));
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
+    this.#partitions = options.broadcastPartitions ?? (isClusterTarget(targetOf(options)) ? 16 : 1);
+    if (!Number.isInteger(this.#partitions) || this.#partitions < 1 || this.#partitions > 1_024) {
+      throw new RelayhubError('ERR_CONFIG', `broadcastPartitions must be an integer from 1 to 1024.`, {
+        remedy: 'Leave it unset (16 on a Cluster, 1 on one node) or pass a small integer.',
+      });
+    }
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
       backplane: 'pubsub',
       instance: this.instanceId,
     });
-    this.#pub = openRedis(options, `relayhub:${this.instanceId}:pub`, { autoPipelining: true });
-    this.#sub = openRedis(options, `relayhub:${this.instanceId}:sub`, { queueWhileOffline: true });
-    this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message));
-    for (const redis of [this.#pub, this.#sub]) {
-      redis.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
-    }
-    this.#sub.on('ready', () => {
-      if (this.#wasReady) this.#log.warn('subscriptions restored');
-      this.#wasReady = true;
-      this.#subscribed = true;
-    });
-    this.#sub.on('close', () => {
-      // note: 'close' also fires on every failed reconnect attempt; only the first one loses anything.
-      if (!this.#subscribed || this.#closing) return;
-      this.#subscribed = false;
-      this.#possibleGaps++;
-      this.#log.warn('lost the Redis subscription: messages published until it is restored are missed');
-    });
+    this.#bus = new PubSubBus(
+      options,
+      `relayhub:${this.instanceId}`,
+      {
+        message: (channel, message) => this.#onMessage(channel, message),
+        lost: (reason) => {
+          this.#possibleGaps++;
+          this.#log.warn(
+            { reason },
+            'lost Redis subscriptions: messages published until they are back are missed',
+          );
+        },
+        restored: () => this.#log.warn('subscriptions restored'),
+      },
+      this.#log,
+    );
+  }
+
+  /** `sharded` (SPUBLISH/SSUBSCRIBE, on a Cluster) or `classic`. */
+  get mode(): PubSubBus['mode'] {
+    return this.#bus.mode;
   }
 
   async open(hub: string, local: LocalHub): Promise<HubChannel> {
-    await this.#connect();
-    const channel = new PubSubChannel(this, hubChannels(this.#prefix, hub), local, this.#log.child({ hub }));
+    await this.#bus.connect();
+    const names = hubChannels(this.#prefix, hub, this.#partitions);
+    const channel = new PubSubChannel(this, names, local, this.#log.child({ hub }));
     await channel.start();
     this.#channels.add(channel);
     return channel;
   }
 
-  #connect(): Promise<void> {
-    this.#connecting ??= (async () => {
-      const timeout = this.#options.connectTimeoutMs ?? 5_000;
-      try {
-        await Promise.all([
-          connectRedis(this.#pub, this.#url, timeout),
-          connectRedis(this.#sub, this.#url, timeout),
-        ]);
-      } catch (error) {
-        this.#pub.disconnect();
-        this.#sub.disconnect();
-        throw error;
-      }
-      const interval = this.#options.healthProbeIntervalMs ?? 1_000;
-      this.#probes.push(new StallProbe(this.#pub, interval), new StallProbe(this.#sub, interval));
-    })();
-    return this.#connecting;
-  }
-
   // ---- mechanics shared by the hub channels: one thin function per Redis command ----
 
+  /** Publishes; resolves with the receivers (-1 when the medium cannot tell). */
   async publish(channel: string, message: string): Promise<number> {
     try {
-      return await this.#pub.publish(channel, message);
+      return await this.#bus.publish(channel, message);
     } catch (error) {
       this.#failedSends++;
-      throw new RelayhubError(
-        'ERR_BACKPLANE_UNAVAILABLE',
-        `Redis at ${redactUrl(this.#url)} is unreachable (${describe(error)}).`,
-        {
-          remedy: 'The send was not delivered to other instances; retry once health().status is ready.',
-          cause: error,
-        },
-      );
+      throw error;
     }
   }
 
-  /** Subscribers of a channel (0: nobody holds what it addresses). */
-  async subscribers(channel: string): Promise<number> {
-    const reply = (await this.#pub.pubsub('NUMSUB', channel)) as [string, number];
-    return Number(reply[1]);
+  /** Subscribers of a channel (0: nobody holds what it addresses; -1: unknown). */
+  subscribers(channel: string): Promise<number> {
+    return this.#bus.receivers(channel);
   }
 
   async subscribe(channel: string, route: (header: Header, body: string) => void): Promise<void> {
     this.#routes.set(channel, route);
-    // note: while Redis is away, the subscription is queued and sent on reconnect instead of holding
-    // up the connection that asked for it.
-    const pending = this.#sub.subscribe(channel);
-    if (this.#sub.status === 'ready') await pending;
-    else pending.catch((error: unknown) => this.#log.warn({ err: error, channel }, 'subscribe failed'));
+    await this.#bus.subscribe(channel);
   }
 
-  /** Unsubscribes from one or many channels, in commands of up to {@link UNSUBSCRIBE_BATCH} channels. */
+  /** Unsubscribes from one or many channels (batched by the bus). */
   async unsubscribe(channels: string | readonly string[]): Promise<void> {
     const all = typeof channels === 'string' ? [channels] : channels;
     for (const channel of all) this.#routes.delete(channel);
-    const pending: Promise<unknown>[] = [];
-    for (let at = 0; at < all.length; at += UNSUBSCRIBE_BATCH) {
-      pending.push(this.#sub.unsubscribe(...all.slice(at, at + UNSUBSCRIBE_BATCH)));
-    }
-    const done = Promise.all(pending);
-    if (this.#sub.status === 'ready') await done;
-    else done.catch((error: unknown) => this.#log.debug({ err: error }, 'unsubscribe failed'));
+    await this.#bus.unsubscribe(all);
+  }
+
+  /** The broadcast channel this instance publishes on: always the same one, so its broadcasts stay in order. */
+  broadcastChannel(names: HubChannels): string {
+    return names.all[keySlot(this.instanceId) % names.all.length] as string;
   }
 
   #onMessage(channel: string, message: string): void {
@@ -209,11 +179,7 @@ export class PubSubBackplane implements Backplane {
   }
 
   health(): BackplaneHealth {
-    const status = this.#closing
-      ? 'down'
-      : this.#pub.status === 'ready' && this.#sub.status === 'ready' && !this.#probes.some((p) => p.stalled)
-        ? 'ready'
-        : 'degraded';
+    const status = this.#closing ? 'down' : this.#bus.ready && !this.#bus.stalled ? 'ready' : 'degraded';
     return { status, possibleGaps: this.#possibleGaps, failedSends: this.#failedSends };
   }
 
@@ -223,14 +189,15 @@ export class PubSubBackplane implements Backplane {
     if (up) {
       // note: one NUMSUB per hub, sent together (auto-pipelining)
       const counts = await Promise.all(
-        hubs.map((hub) => this.subscribers(hubChannels(this.#prefix, hub).all)),
+        // note: every instance subscribes to every broadcast partition: the first one counts them
+        hubs.map((hub) => this.subscribers(hubChannels(this.#prefix, hub).all[0] as string)),
       );
       hubs.forEach((hub, i) => {
         channelSubscribers[hub] = counts[i] ?? 0;
       });
     }
     return {
-      endpoints: [{ endpoint: redactUrl(this.#url), up }],
+      endpoints: [{ endpoint: this.#endpoint, up }],
       subscriptions: this.#routes.size,
       channelSubscribers,
     };
@@ -238,24 +205,11 @@ export class PubSubBackplane implements Backplane {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      for (const probe of this.#probes) probe.close();
       await Promise.allSettled([...this.#channels].map((c) => c.close()));
-      await Promise.allSettled([quit(this.#pub), quit(this.#sub)]);
+      await this.#bus.close();
     })();
     return this.#closing;
   }
-}
-
-async function quit(redis: Redis): Promise<void> {
-  if (redis.status === 'ready') {
-    try {
-      await redis.quit();
-      return;
-    } catch {
-      // fall through to a hard disconnect
-    }
-  }
-  redis.disconnect();
 }
 
 /** One hub on the PUB/SUB backplane: routing policy (which channel, who delivers) over the mechanics above. */
@@ -277,7 +231,9 @@ class PubSubChannel implements HubChannel {
 
   async start(): Promise<void> {
     await Promise.all([
-      this.backplane.subscribe(this.names.all, (h, body) => this.#onSend(h, body, { kind: 'all' })),
+      ...this.names.all.map((all) =>
+        this.backplane.subscribe(all, (h, body) => this.#onSend(h, body, { kind: 'all' })),
+      ),
       this.backplane.subscribe(this.names.instance(this.#self), (h, body) => this.#onReply(h, body)),
     ]);
   }
@@ -332,7 +288,10 @@ class PubSubChannel implements HubChannel {
     });
     switch (audience.kind) {
       case 'all':
-        await this.backplane.publish(this.names.all, encode(header(except(audience.except)), frame));
+        await this.backplane.publish(
+          this.backplane.broadcastChannel(this.names),
+          encode(header(except(audience.except)), frame),
+        );
         return;
       case 'connections':
         await Promise.all(
@@ -435,8 +394,8 @@ class PubSubChannel implements HubChannel {
       this.#settle(id, undefined, error as Error);
       return answered;
     }
-    // note: PUBLISH counts the subscribers that got it; none means no instance holds the connection, so
-    // the caller learns it now instead of after a timeout.
+    // note: PUBLISH (and SPUBLISH, within the channel's shard) counts the subscribers that got it; none
+    // means no instance holds the connection, so the caller learns it now instead of after a timeout.
     if (receivers === 0) this.#settle(id, undefined, connectionNotFound(connectionId));
     else this.#watchLiveness();
     return answered;
@@ -519,7 +478,7 @@ class PubSubChannel implements HubChannel {
       for (const [id, pending] of this.#pending) {
         this.backplane.subscribers(pending.channel).then(
           (count) => {
-            if (count > 0) return;
+            if (count !== 0) return; // note: -1 is "cannot tell": keep waiting for the timeout
             this.#settle(
               id,
               undefined,
@@ -543,7 +502,7 @@ class PubSubChannel implements HubChannel {
     for (const id of [...this.#pending.keys()]) this.#settle(id, undefined, closedError());
     this.backplane.forget(this);
     await Promise.allSettled([
-      this.backplane.unsubscribe(this.names.all),
+      ...this.names.all.map((all) => this.backplane.unsubscribe(all)),
       this.backplane.unsubscribe(this.names.instance(this.#self)),
     ]);
   }

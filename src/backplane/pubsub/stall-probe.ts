@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /**
  * Tells whether Redis still answers on a connection that is up: a connection can be `ready` while Redis
@@ -7,14 +7,14 @@ import type { Redis } from 'ioredis';
  * `intervalMs`, or when the last one failed (a command timeout).
  */
 export class StallProbe {
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
   readonly #intervalMs: number;
   readonly #timer: NodeJS.Timeout;
   /** When the PING in flight was sent; 0 when none is. */
   #sentAt = 0;
   #failed = false;
 
-  constructor(redis: Redis, intervalMs: number) {
+  constructor(redis: Redis | Cluster, intervalMs: number) {
     this.#redis = redis;
     this.#intervalMs = intervalMs;
     this.#timer = setInterval(() => this.#probe(), intervalMs);

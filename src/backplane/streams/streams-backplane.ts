@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
+import { connectClient, openClient, type RedisClient, targetOf } from '../../redis/connection.js';
 import type {
   Backplane,
   BackplaneHealth,
@@ -9,10 +9,10 @@ import type {
   LocalUsers,
   ReliableLane,
 } from '../backplane.js';
-import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../keys.js';
+import { DEFAULT_CHANNEL_PREFIX, reliableKeys } from '../../redis/keys.js';
 import { PubSubBackplane, type PubSubBackplaneOptions } from '../pubsub/pubsub-backplane.js';
-import { connectRedis, DEFAULT_REDIS_URL, openRedis } from '../pubsub/redis-connection.js';
 import { StallProbe } from '../pubsub/stall-probe.js';
+import { durabilityFor } from './reliable-producer.js';
 import {
   DEFAULT_RELIABLE_OPTIONS,
   type DeadLetter,
@@ -45,7 +45,7 @@ export class StreamsBackplane implements Backplane {
   readonly #reliable: ReliableOptions;
   readonly #log: Logger;
   readonly #lanes = new Set<StreamsLane>();
-  readonly #connections: Redis[] = [];
+  readonly #connections: RedisClient[] = [];
   readonly #probes: StallProbe[] = [];
   #closing: Promise<void> | undefined;
 
@@ -68,19 +68,20 @@ export class StreamsBackplane implements Backplane {
   }
 
   async openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
-    const url = this.#options.redisUrl ?? DEFAULT_REDIS_URL;
+    const target = targetOf(this.#options);
     const timeout = this.#options.connectTimeoutMs ?? 5_000;
-    const redis = openRedis(this.#options, `relayhub:${this.instanceId}:lane`);
-    const blocking = openRedis(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
+    const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`);
+    const blocking = openClient(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
     this.#connections.push(redis, blocking);
     for (const connection of [redis, blocking]) {
       connection.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
     }
-    await Promise.all([connectRedis(redis, url, timeout), connectRedis(blocking, url, timeout)]);
+    await Promise.all([connectClient(redis, target, timeout), connectClient(blocking, target, timeout)]);
     this.#probes.push(new StallProbe(redis, this.#options.healthProbeIntervalMs ?? 1_000));
     const lane = new StreamsLane({
       redis,
       blocking,
+      durability: durabilityFor(target, this.#reliable),
       keys: reliableKeys(this.#options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX, hub),
       instanceId: this.instanceId,
       users,

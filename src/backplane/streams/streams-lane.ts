@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { RelayhubError } from '../../errors.js';
+import type { RedisClient } from '../../redis/connection.js';
 import type {
   LocalUsers,
   ReliableLane,
@@ -9,10 +9,17 @@ import type {
   ReliableRecipient,
   ReliableSendResult,
 } from '../backplane.js';
-import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../keys.js';
+import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../../redis/keys.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { sweepDeadInstances } from './dead-instances.js';
-import { DELIVERY_STREAM_MAX, laneScripts, sendReliable, unavailable } from './reliable-producer.js';
+import {
+  DELIVERY_STREAM_MAX,
+  type Durability,
+  type LaneScripts,
+  laneScripts,
+  sendReliable,
+  unavailable,
+} from './reliable-producer.js';
 import {
   type InboxEntry,
   type SessionCounters,
@@ -38,6 +45,13 @@ export interface ReliableOptions extends SessionOptions {
   instanceTimeoutMs: number;
   /** How long one blocking XREADGROUP waits before checking whether the lane is closing. */
   blockMs: number;
+  /**
+   * Replicas that must confirm a send (`WAIT`) before it resolves, so that a failover cannot lose it.
+   * @default 1 on a Cluster, 0 on one node
+   */
+  replicas?: number;
+  /** How long a send waits for them before it fails (retry it with its key). @default 1_000 */
+  replicaTimeoutMs?: number;
 }
 
 export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze({
@@ -56,9 +70,11 @@ const READ_COUNT = 200;
 
 export interface StreamsLaneDeps {
   /** Commands (no offline queue: they fail fast while Redis is away). */
-  redis: Redis;
+  redis: RedisClient;
   /** A connection of its own for the blocking XREADGROUP. */
-  blocking: Redis;
+  blocking: RedisClient;
+  /** What a send waits for before it resolves. */
+  durability: Durability;
   keys: ReliableKeys;
   instanceId: string;
   users: LocalUsers;
@@ -78,17 +94,18 @@ export interface DeadLetter {
 }
 
 /**
- * The reliable lane of one hub on one instance: sends (a Lua script appends to the user's inbox and routes
- * a wake-up to each instance holding the user), this instance's delivery consumer (XREADGROUP on its own
- * stream), its users' sessions, and its heartbeat.
+ * The reliable lane of one hub on one instance: sends (a Lua script appends to the user's inbox, then a
+ * wake-up is routed to each instance holding the user, one script per instance slot), this instance's
+ * delivery consumer (XREADGROUP on its own stream), its users' sessions, and its heartbeat (which also
+ * re-reads the inboxes of local users with unacked messages, closing the window between those two steps).
  */
 export class StreamsLane implements ReliableLane, SessionHost {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly options: ReliableOptions;
   readonly log: Logger;
   readonly counters: SessionCounters = { delivered: 0, acked: 0, redeliveries: 0, deadLetters: 0, gaps: 0 };
   readonly #deps: StreamsLaneDeps;
-  readonly #scripts: ReturnType<typeof laneScripts>;
+  readonly #scripts: LaneScripts & RedisClient;
   readonly #sessions = new Map<string, UserSession>();
   /** Users whose presence could not be registered: messages sent to them are not routed here yet. */
   readonly #unannounced = new Set<string>();
@@ -118,7 +135,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
 
   send(message: ReliableMessage): Promise<ReliableSendResult> {
     if (this.#closing) return Promise.reject(new RelayhubError('ERR_CLOSED', 'The reliable lane is closed.'));
-    return sendReliable(this.#scripts, this.#deps.keys, this.options, message);
+    return sendReliable(this.#scripts, this.#deps.keys, this.options, message, this.#deps.durability);
   }
 
   // ---- users on this instance ----
@@ -154,7 +171,19 @@ export class StreamsLane implements ReliableLane, SessionHost {
   }
 
   async ack(keys: UserKeys, offset: number, streamId: string): Promise<void> {
-    await this.#scripts.relayhubAck(keys.acked, offset, streamId, this.options.maxAgeMs);
+    const advanced = await this.#scripts.relayhubAck(
+      keys.acked,
+      keys.inbox,
+      offset,
+      streamId,
+      this.options.maxAgeMs,
+    );
+    // note: -1: this Redis never held that entry (it restarted empty or failed over meanwhile): the ack
+    // belongs to an older generation and must not acknowledge what was relayed again under its offset.
+    if (Number(advanced) === -1) {
+      this.log.info({ offset, streamId }, 'stale ack ignored: the inbox no longer holds that entry');
+      return;
+    }
     this.counters.acked++;
   }
 
@@ -269,25 +298,45 @@ export class StreamsLane implements ReliableLane, SessionHost {
     for (const session of this.#sessions.values()) void session.wake();
   }
 
-  /** Proves this instance alive, re-registers its users, and deletes the streams of dead instances. */
+  /**
+   * Proves this instance alive, re-registers its users (one script per user, in the user's slot), re-reads
+   * the inbox of every local user with unacked messages, and deletes the streams of dead instances.
+   */
   async #beat(): Promise<void> {
     const keys = this.#deps.keys;
     const id = this.#deps.instanceId;
     const now = Date.now();
     const away = this.#lastBeat !== 0 && now - this.#lastBeat > this.options.instanceTimeoutMs;
     try {
-      const pipeline = this.redis.pipeline();
-      pipeline.exists(keys.alive(id));
-      pipeline.set(keys.alive(id), String(now), 'PX', this.options.instanceTimeoutMs);
-      pipeline.sadd(keys.instances, id);
-      for (const user of this.#sessions.keys()) pipeline.sadd(keys.user(user).presence, id);
-      const results = await pipeline.exec();
+      const previous = await this.redis.set(
+        keys.alive(id),
+        String(now),
+        'PX',
+        this.options.instanceTimeoutMs,
+        'GET',
+      );
+      await this.redis.sadd(keys.instances, id);
+      const users = [...this.#sessions.keys()];
+      const positions = await Promise.all(
+        users.map((user) => {
+          const u = keys.user(user);
+          return this.#scripts.relayhubBeatUser(u.presence, u.seq, u.acked, id);
+        }),
+      );
       // note: while the alive key was gone (it expired, or Redis lost its memory), senders skipped this
       // instance and dropped it from its users' presence: their messages wait in the inboxes unannounced.
-      const wasGone = this.#lastBeat !== 0 && results?.[0]?.[1] === 0;
+      const wasGone = this.#lastBeat !== 0 && previous === null;
       this.#lastBeat = now;
       // note: after a pause longer than the instance timeout, senders stopped routing here: catch up.
       if (away || wasGone) this.#wakeAll();
+      else {
+        // note: the re-read that closes the window between a send and its routing (the sender died in
+        // between, or a failover dropped the wake-up): a user with unacked messages is looked at again.
+        users.forEach((user, i) => {
+          const [last, acked] = positions[i] ?? [0, 0];
+          if (Number(last) > Number(acked)) void this.#sessions.get(user)?.wake();
+        });
+      }
       // note: the heartbeat registered them just now; what was sent before it was not routed here.
       for (const user of this.#unannounced) void this.#sessions.get(user)?.wake();
       this.#unannounced.clear();
@@ -337,11 +386,12 @@ export class StreamsLane implements ReliableLane, SessionHost {
       const keys = this.#deps.keys;
       const id = this.#deps.instanceId;
       try {
-        const pipeline = this.redis.pipeline();
-        for (const user of this.#sessions.keys()) pipeline.srem(keys.user(user).presence, id);
-        pipeline.del(keys.alive(id), keys.deliveries(id));
-        pipeline.srem(keys.instances, id);
-        await pipeline.exec();
+        // note: one command per slot (users' presence, this instance's keys, the instance set).
+        await Promise.all([
+          ...[...this.#sessions.keys()].map((user) => this.redis.srem(keys.user(user).presence, id)),
+          this.redis.del(keys.alive(id), keys.deliveries(id)),
+          this.redis.srem(keys.instances, id),
+        ]);
       } catch (error) {
         this.log.warn({ err: error }, 'could not withdraw the instance from Redis');
       }

@@ -1,10 +1,10 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../redis/connection.js';
 import type { Logger } from 'pino';
 import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json-protocol.js';
 import { MessageType } from '../../protocol/messages.js';
 import type { ReliableRecipient } from '../backplane.js';
-import type { UserKeys } from '../keys.js';
+import type { UserKeys } from '../../redis/keys.js';
 
 /** The client method that tells a user that messages fell out of the retention window unacknowledged. */
 export const GAP_TARGET = 'relayhubGap';
@@ -40,7 +40,7 @@ export interface InboxEntry {
 
 /** What a session needs from its lane. */
 export interface SessionHost {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly options: SessionOptions;
   readonly counters: SessionCounters;
   readonly log: Logger;

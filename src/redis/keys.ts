@@ -3,7 +3,7 @@ import { RelayhubError } from '../errors.js';
 /**
  * Every Redis key and channel name relayhub uses is built here, from `channelPrefix`, so that two apps or
  * two environments sharing one Redis never hear each other. Names carry a `{hashtag}` so that what belongs
- * to one group, user, connection or instance lands in one Redis Cluster slot (for sharded PUB/SUB later).
+ * to one group, user, connection or instance lands in one Redis Cluster slot (sharded PUB/SUB, slot-local Lua scripts).
  */
 export const DEFAULT_CHANNEL_PREFIX = 'relayhub';
 
@@ -52,8 +52,13 @@ const describeValue = (value: unknown): string =>
   typeof value === 'string' ? `'${value.length > 64 ? `${value.slice(0, 64)}…` : value}'` : String(value);
 
 export interface HubChannels {
-  /** Broadcasts to every connection of the hub (`all`, `allExcept`). */
-  readonly all: string;
+  /**
+   * Broadcasts to every connection of the hub (`all`, `allExcept`): every instance subscribes to all of
+   * them; a sender always publishes on the same one (so its broadcasts keep their order). One channel
+   * (`<prefix>:<hub>:all`) unless the hub was given several partitions (on a Cluster: one per slot
+   * hashtag `{a:<n>}`, spread over the shards).
+   */
+  readonly all: readonly string[];
   group(name: string): string;
   user(userId: string): string;
   /** Sends to one connection, and requests (group add/remove, client results) to its owner. */
@@ -62,12 +67,18 @@ export interface HubChannels {
   instance(instanceId: string): string;
 }
 
-/** The PUB/SUB channels of one hub. Hub names are paths such as `/hubs/demo`. */
-export function hubChannels(prefix: string, hub: string): HubChannels {
+/**
+ * The PUB/SUB channels of one hub. Hub names are paths such as `/hubs/demo`. `broadcastPartitions` is how
+ * many channels carry broadcasts (see {@link HubChannels.all}).
+ */
+export function hubChannels(prefix: string, hub: string, broadcastPartitions = 1): HubChannels {
   validateChannelPrefix(prefix);
   const base = `${prefix}:${hub}`;
   return {
-    all: `${base}:all`,
+    all:
+      broadcastPartitions <= 1
+        ? [`${base}:all`]
+        : Array.from({ length: broadcastPartitions }, (_, p) => `${base}:{a:${p}}`),
     group: (name) => `${base}:{g:${name}}`,
     user: (userId) => `${base}:{u:${userId}}`,
     connection: (connectionId) => `${base}:{c:${connectionId}}`,
