@@ -10,7 +10,8 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 ENV CI=true
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# note: --ignore-scripts: the package's prepare script builds, and the sources are not copied yet
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY . .
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
@@ -25,6 +26,7 @@ COPY --from=build --chown=node:node /app/package.json /app/package-lock.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
 COPY --from=build --chown=node:node /app/migrations ./migrations
+COPY --from=build --chown=node:node /app/public ./public
 # the official node image ships an unprivileged `node` user (uid 1000)
 USER node
 EXPOSE 3000

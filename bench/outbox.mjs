@@ -2,6 +2,7 @@
 // transactions that enqueue() an outbox row into a schema of their own on the shared Postgres; 1, then 2
 // `relayhub worker` processes relay the rows to the reliable lane of 2 `relayhub serve --backplane streams`
 // processes, whose users' clients ack. See bench/RELIABLE.md for what is measured and the knobs.
+import './help.mjs';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import pg from 'pg';

@@ -8,6 +8,7 @@
 // Every message carries `{ p, i, t }`: the phase number, its index in the phase, and its send time on the
 // shared clock `performance.timeOrigin + performance.now()` (ms). Receive times use the same clock; the
 // parent measures the offset between the two processes' clocks over IPC and corrects for it.
+import './help.mjs';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';

@@ -2,6 +2,7 @@
 // send to the client's ack, through 2 `relayhub serve --backplane streams` processes, against the raw
 // ioredis ceiling XADD -> XREADGROUP -> XACK on the same Redis, with the same message count and window.
 // See bench/RELIABLE.md for what is measured and the knobs.
+import './help.mjs';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { DEMO_HUB_PATH, ReliableProducer } from '../dist/index.js';

@@ -3,6 +3,7 @@
 // prints `socketio listening on port N`. A client's `broadcast(text)` event becomes
 // `io.emit('message', socket.id, text)` to every client on every server sharing the Redis key prefix,
 // the same audience as relayhub's `SendToAll(text)` (clients receive `message(from, text)`).
+import './help.mjs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { createAdapter } from '@socket.io/redis-adapter';

@@ -3,6 +3,7 @@
 // client per message (the "plain ws.send loop"). With `--cork`, sends issued in one event-loop turn are
 // instead joined per client and written once at the end of the turn (what relayhub's write path does).
 // `node bench/ws-server.mjs --port 0 [--cork]` prints `ws listening on port N`.
+import './help.mjs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { WebSocketServer } from 'ws';

@@ -12,6 +12,12 @@ export type {
   ReliableRecipient,
   ReliableSendResult,
 } from './backplane/backplane.js';
+export {
+  type BackplaneKind,
+  createBackplane,
+  type NamedBackplaneOptions,
+  type RedisOption,
+} from './backplane/create-backplane.js';
 export { DEFAULT_CHANNEL_PREFIX } from './redis/keys.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
@@ -61,7 +67,10 @@ export type { ClientErrorKind, HubStats } from './hub/client-errors.js';
 export type { Authorize, ConnectionContext, HubContext, HubDefinition, HubMethod } from './hub/hub.js';
 export { DEFAULT_HTTP_EDGE_OPTIONS, type HttpEdgeOptions } from './hub/http-edge.js';
 export type { HubRequest } from './hub/hub-request.js';
+export type { CorsOptions } from './hub/cors.js';
 export { HubServer, type HubServerOptions } from './hub/hub-server.js';
+export type { HubServerStats } from './metrics/hub-metrics.js';
+export type { MetricsOptions } from './metrics/metrics-endpoint.js';
 export {
   DEFAULT_OUTBOX_TTL_MS,
   type DrizzleLike,
@@ -70,7 +79,6 @@ export {
   type PgQueryable,
 } from './outbox/enqueue.js';
 export { MIGRATIONS_DIR, migrate } from './outbox/migrate.js';
-export { outbox } from './outbox/schema.js';
 export {
   DEFAULT_MAINTENANCE_OPTIONS,
   type DeadLetterHandler,

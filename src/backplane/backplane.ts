@@ -53,6 +53,16 @@ export interface BackplaneHealth {
   failedSends: number;
 }
 
+/** What a backplane reports to the metrics collector at scrape time. */
+export interface BackplaneSample {
+  /** Each Redis endpoint (password redacted) and whether this instance is connected to it. */
+  endpoints: { endpoint: string; up: boolean }[];
+  /** Channels this instance is subscribed to. */
+  subscriptions: number;
+  /** Per hub: subscribers of its broadcast channel (`PUBSUB NUMSUB`), i.e. the instances serving it. */
+  channelSubscribers: Record<string, number>;
+}
+
 /** One hub's view of the backplane. */
 export interface HubChannel {
   /**
@@ -133,6 +143,8 @@ export interface ReliableMetrics {
   deadLetters: number;
   /** Times a user was told that messages fell out of the retention window before being acked. */
   gaps: number;
+  /** Age of the oldest message being delivered to a local user and not acknowledged yet (0: none). */
+  oldestUnackedAgeMs: number;
 }
 
 /** Point-to-point messages to a user: at least once, in order, acknowledged by the client application. */
@@ -157,6 +169,8 @@ export interface Backplane {
   /** The reliable lane of the hub; only backplanes that have one (`streams`) implement it. */
   openReliable?(hub: string, users: LocalUsers): Promise<ReliableLane>;
   health(): BackplaneHealth;
+  /** Samples endpoints and subscriptions for metrics (one round trip); `hubs` are the hub names. */
+  sample?(hubs: readonly string[]): Promise<BackplaneSample>;
   /** Closes every channel and connection of the backplane. Idempotent. */
   close(): Promise<void>;
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
 import { RelayhubError } from '../errors.js';
+import { requireUrl } from '../unavailable.js';
 import { DEFAULT_DATABASE_URL } from '../worker/outbox-worker.js';
-import { runDemo } from './demo.js';
+import { DEMO_DESCRIPTION, runDemo } from './demo.js';
+import { cliLogger } from './log.js';
 import { runMigrate, runWorker } from './worker.js';
 import { serve } from './serve.js';
 
@@ -51,6 +53,10 @@ function withCommonOptions(command: Command): Command {
     .addOption(databaseUrlOption());
 }
 
+function metricsPortOption(description: string): Option {
+  return new Option('--metrics-port <port>', description).env('METRICS_PORT').argParser(port);
+}
+
 /**
  * `--redis-cluster` (or `REDIS_CLUSTER=true`): `--redis-url` is then a comma-separated list of Cluster seed
  * nodes. note: parsed by hand, because commander would take `REDIS_CLUSTER=false` for true.
@@ -68,8 +74,20 @@ function databaseUrlOption(): Option {
     .default(DEFAULT_DATABASE_URL);
 }
 
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
 const program = new Command('relayhub')
   .description('Realtime hub server speaking the SignalR hub protocols, scaled out through Redis.')
+  .version(version, '-v, --version', 'print the version')
+  .addHelpText(
+    'after',
+    `
+Environment: every flag also reads its variable (shown in each command's --help), and
+  LOG_LEVEL   trace | debug | info | warn | error | fatal | silent (default: info)
+  LOG_FORMAT  json (default) | text (one readable line per event; relayhub demo uses it)`,
+  )
   .showHelpAfterError();
 
 program.addCommand(
@@ -106,6 +124,26 @@ program.addCommand(
         .env('PROTOCOLS')
         .argParser(list),
     )
+    .addOption(metricsPortOption('serve GET /metrics on this port instead of --port'))
+    .option('--no-metrics', 'do not serve GET /metrics')
+    .addOption(
+      new Option('--cors-origins <origins>', 'browser origins allowed to connect, comma-separated')
+        .env('CORS_ORIGINS')
+        .argParser(list),
+    )
+    .addOption(
+      // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
+      new Option(
+        '--dashboard',
+        'serve the live dashboard at /relayhub/, behind a token (env DASHBOARD=true)',
+      ).default(process.env.DASHBOARD === 'true' || process.env.DASHBOARD === '1'),
+    )
+    .addOption(
+      new Option('--dashboard-token <token>', 'the dashboard token (default: random, printed at start)').env(
+        'DASHBOARD_TOKEN',
+      ),
+    )
+    .addOption(new Option('--demo <origins>').argParser(list).hideHelp())
     .action((options) => serve(options, logger())),
 );
 
@@ -129,6 +167,7 @@ program.addCommand(
       new Option('--instance-id <id>', 'stable id of this worker (default: random)').env('INSTANCE_ID'),
     )
     .option('--migrate', 'apply the migrations before starting', false)
+    .addOption(metricsPortOption('serve GET /metrics (Prometheus) on this port'))
     .action((options) => runWorker(options, logger())),
 );
 
@@ -141,15 +180,24 @@ program.addCommand(
 
 program.addCommand(
   withCommonOptions(new Command('demo'))
-    .description(
-      'run two hub instances on the pubsub backplane with a development JWT secret; print demo tokens',
-    )
+    .description(DEMO_DESCRIPTION)
     .action((options) => runDemo(options, logger())),
 );
 
 function logger() {
-  return pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  return cliLogger();
 }
+
+// note: a URL that cannot be one is said so up front, not reported later as "not reachable".
+program.hook('preAction', (_program, command) => {
+  const options = command.opts<{ redisUrl?: string; databaseUrl?: string }>();
+  // note: with --redis-cluster the value lists seed nodes, comma-separated: each must be a URL
+  for (const url of options.redisUrl?.split(',') ?? [])
+    requireUrl(url.trim(), ['redis:', 'rediss:'], 'REDIS_URL');
+  if (options.databaseUrl !== undefined) {
+    requireUrl(options.databaseUrl, ['postgres:', 'postgresql:'], 'DATABASE_URL');
+  }
+});
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof RelayhubError) {

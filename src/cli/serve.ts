@@ -1,16 +1,18 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { Backplane } from '../backplane/backplane.js';
-import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
-import { PubSubBackplane } from '../backplane/pubsub/pubsub-backplane.js';
-import { StreamsBackplane } from '../backplane/streams/streams-backplane.js';
 import { DEMO_HUB_PATH, demoHub } from '../example/demo-hub.js';
 import { ordersApi } from '../example/orders-api.js';
 import { RelayhubError } from '../errors.js';
 import { anonymous, jwtAuthenticator } from '../hub/auth.js';
+import { createBackplane } from '../backplane/create-backplane.js';
 import { HubServer } from '../hub/hub-server.js';
 import type { ProtocolName } from '../protocol/hub-protocol.js';
 import type { TransportKind } from '../transport/transport.js';
+import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
+import { demoPage } from '../example/demo-page.js';
+import { outboxBacklog } from '../outbox/backlog.js';
 import { targetFromUrl } from '../redis/connection.js';
 
 export interface ServeOptions {
@@ -24,6 +26,16 @@ export interface ServeOptions {
   instanceId?: string;
   jwtSecret?: string;
   databaseUrl: string;
+  /** false with --no-metrics. */
+  metrics: boolean;
+  metricsPort?: number;
+  /** Browser origins allowed to call the hubs (comma-separated on the command line). */
+  corsOrigins?: string[];
+  /** Serve the live dashboard at /relayhub/. */
+  dashboard: boolean;
+  dashboardToken?: string;
+  /** Set by `relayhub demo` only: the demo page and its token endpoint, with every instance's origin. */
+  demo?: string[];
   /** Mount the example orders API (`POST /api/orders/:id/status`); needs `streams` and a JWT secret. */
   exampleApp?: boolean;
   /** `maxConnectionsPerAddress` of the server (0: no cap). */
@@ -34,22 +46,8 @@ export interface ServeOptions {
   protocols?: ProtocolName[];
 }
 
-function createBackplane(options: ServeOptions, logger: Logger): Backplane {
-  if (options.backplane === 'memory') return new MemoryBackplane();
-  const redis = {
-    redis: targetFromUrl(options.redisUrl, options.redisCluster),
-    channelPrefix: options.channelPrefix,
-    logger,
-    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
-  };
-  return options.backplane === 'pubsub' ? new PubSubBackplane(redis) : new StreamsBackplane(redis);
-}
-
 /** `relayhub serve`: the example hub on one instance, until SIGTERM or SIGINT closes it gracefully. */
 export async function serve(options: ServeOptions, logger: Logger): Promise<void> {
-  if (!options.jwtSecret) {
-    logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
-  }
   // note: validated (ERR_CONFIG) before anything connects, so that a bad secret fails in one line.
   const authenticate = options.jwtSecret ? jwtAuthenticator({ secret: options.jwtSecret }) : anonymous;
   if (options.exampleApp && options.backplane !== 'streams') {
@@ -67,17 +65,58 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
     : undefined;
   pool?.on('error', (error) => logger.warn({ err: error }, 'postgres pool error'));
+  const instanceId = options.instanceId ?? `hub-${randomBytes(3).toString('hex')}`;
+  const routes: ((req: IncomingMessage, res: ServerResponse) => boolean)[] = [];
+  const orders = pool ? ordersApi(pool, { authenticate, logger }) : undefined;
+  const fallback: RequestListener = (req, res) => {
+    for (const route of routes) if (route(req, res)) return;
+    if (orders) return orders(req, res);
+    res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":"Not found."}');
+  };
   const server = new HubServer({
     authenticate,
-    backplane: createBackplane(options, logger),
+    backplane:
+      options.backplane === 'memory'
+        ? 'memory'
+        : createBackplane(options.backplane, {
+            redis: targetFromUrl(options.redisUrl, options.redisCluster),
+            channelPrefix: options.channelPrefix,
+            instanceId,
+            logger,
+          }),
     logger,
+    metrics: !options.metrics
+      ? false
+      : options.metricsPort !== undefined
+        ? { port: options.metricsPort, host: options.host }
+        : true,
+    fallback,
     ...(options.maxConnectionsPerAddress === undefined
       ? {}
       : { maxConnectionsPerAddress: options.maxConnectionsPerAddress }),
     ...(pool ? { fallback: ordersApi(pool, { authenticate }) } : {}),
     ...(options.transports ? { transports: options.transports } : {}),
     ...(options.protocols ? { protocols: options.protocols } : {}),
+    // note: the orders API needs Postgres; /healthz says when it cannot reach it.
+    ...(pool ? { healthChecks: { postgres: () => pool.query('SELECT 1') } } : {}),
+    ...(options.corsOrigins?.length ? { cors: { origins: options.corsOrigins } } : {}),
   });
+  if (options.demo) {
+    if (!options.jwtSecret) throw new RelayhubError('ERR_CONFIG', 'The demo page needs JWT_SECRET.');
+    routes.push(demoPage({ jwtSecret: options.jwtSecret, instanceId, instances: options.demo }));
+  }
+  const dashboardToken = options.dashboardToken ?? randomBytes(12).toString('base64url');
+  if (options.dashboard) {
+    routes.push(
+      dashboard({
+        token: dashboardToken,
+        instanceId,
+        stats: () => server.stats(),
+        ...(pool ? { outbox: () => outboxBacklog(pool) } : {}),
+        peers: (options.demo ?? []).filter((origin) => !origin.endsWith(`:${options.port}`)),
+      }),
+    );
+  }
   server.mapHub(DEMO_HUB_PATH, demoHub);
   let address: { port: number };
   try {
@@ -87,20 +126,38 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     await pool?.end();
     throw error;
   }
-  logger.info(
-    { port: address.port, hub: DEMO_HUB_PATH, backplane: options.backplane, exampleApp: !!pool },
-    'relayhub listening',
+  // note: said once it runs, so that a failed start prints exactly one line.
+  if (!options.jwtSecret) {
+    logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
+  }
+  // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
+  // record of the event (no log line repeats it).
+  process.stdout.write(
+    `relayhub listening on port ${address.port} (hub ${DEMO_HUB_PATH}, backplane ${options.backplane}, instance ${instanceId}${pool ? ', example app' : ''})\n`,
   );
-  // note: scripts and tests read this line to learn the port when they pass --port 0.
-  process.stdout.write(`relayhub listening on port ${address.port}\n`);
-  onShutdown(logger, async () => {
-    await server.close();
-    await pool?.end();
-  });
+  if (server.metricsAddress) {
+    process.stdout.write(`relayhub metrics on port ${server.metricsAddress.port}\n`);
+  }
+  if (options.dashboard && !options.demo) {
+    process.stdout.write(
+      `relayhub dashboard: http://localhost:${address.port}${DASHBOARD_PATH}?token=${dashboardToken}\n`,
+    );
+  }
+  onShutdown(
+    logger,
+    async () => {
+      await server.close();
+      await pool?.end();
+    },
+    `relayhub ${instanceId}`,
+  );
 }
 
-/** Runs `close` on the first SIGTERM/SIGINT and exits 0 when it is done; a second signal exits at once. */
-export function onShutdown(logger: Logger, close: () => Promise<void>): void {
+/**
+ * Runs `close` on the first SIGTERM/SIGINT (or when the `relayhub demo` that started this process is
+ * gone), prints `<name> stopped` and exits 0; a second signal exits at once with 1.
+ */
+export function onShutdown(logger: Logger, close: () => Promise<void>, name = 'relayhub'): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -108,9 +165,12 @@ export function onShutdown(logger: Logger, close: () => Promise<void>): void {
       process.exit(1);
     }
     stopping = true;
-    logger.info({ signal }, 'shutting down');
+    logger.debug({ signal }, 'shutting down');
     close().then(
-      () => process.exit(0),
+      () => {
+        process.stdout.write(`${name} stopped (${signal})\n`);
+        process.exit(0);
+      },
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
         process.exit(1);
@@ -119,4 +179,6 @@ export function onShutdown(logger: Logger, close: () => Promise<void>): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // note: the demo starts its processes with an IPC channel; it closes when the demo dies, even by SIGKILL.
+  if (process.send) process.once('disconnect', () => stop('the demo exited'));
 }

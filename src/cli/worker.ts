@@ -1,7 +1,11 @@
+import type { Server } from 'node:http';
 import pg from 'pg';
+import { closeServer, listenMetrics } from '../metrics/metrics-endpoint.js';
+import { workerMetrics } from '../metrics/worker-metrics.js';
 import type { Logger } from 'pino';
 import { migrate } from '../outbox/migrate.js';
-import { OutboxWorker, postgresUnavailable } from '../worker/outbox-worker.js';
+import { postgresUnavailable } from '../unavailable.js';
+import { OutboxWorker } from '../worker/outbox-worker.js';
 import { targetFromUrl } from '../redis/connection.js';
 import { onShutdown } from './serve.js';
 
@@ -14,6 +18,7 @@ export interface WorkerCliOptions {
   hub: string;
   instanceId?: string;
   migrate: boolean;
+  metricsPort?: number;
 }
 
 /** `relayhub worker`: relays until SIGTERM, then finishes the batch in hand and exits. */
@@ -28,13 +33,25 @@ export async function runWorker(options: WorkerCliOptions, logger: Logger): Prom
     ...(options.instanceId ? { workerId: options.instanceId } : {}),
   });
   await worker.start();
-  logger.info({ worker: worker.workerId, hub: options.hub }, 'outbox worker started');
-  process.stdout.write(`relayhub worker ${worker.workerId} started\n`);
-  onShutdown(logger, () => worker.close());
+  process.stdout.write(`relayhub worker ${worker.workerId} started (hub ${options.hub})\n`);
+  let metrics: Server | undefined;
+  if (options.metricsPort !== undefined) {
+    const served = await listenMetrics(workerMetrics(worker), options.metricsPort);
+    metrics = served.server;
+    process.stdout.write(`relayhub worker metrics on port ${served.address.port}\n`);
+  }
+  onShutdown(
+    logger,
+    async () => {
+      if (metrics) await closeServer(metrics);
+      await worker.close();
+    },
+    `relayhub worker ${worker.workerId}`,
+  );
 }
 
 /** `relayhub migrate`: applies what is missing and prints what it applied. */
-export async function runMigrate(options: { databaseUrl: string }): Promise<void> {
+export async function runMigrate(options: { databaseUrl: string }, { quiet = false } = {}): Promise<void> {
   const client = new pg.Client({ connectionString: options.databaseUrl });
   try {
     await client.connect();
@@ -43,7 +60,9 @@ export async function runMigrate(options: { databaseUrl: string }): Promise<void
   }
   try {
     const applied = await migrate(client);
-    process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'up to date\n');
+    if (applied.length > 0 || !quiet) {
+      process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'up to date\n');
+    }
   } finally {
     await client.end();
   }

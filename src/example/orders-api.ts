@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import { isRelayhubError } from '../errors.js';
 import type { Authenticate, Principal } from '../hub/auth.js';
 import { decodePathSegment, parseRequestTarget } from '../hub/request-target.js';
@@ -21,6 +22,8 @@ export interface OrdersApiOptions {
    * `Authorization: Bearer`. `null` (or a throw) answers 401.
    */
   authenticate: Authenticate;
+  /** Where a 503's cause is logged (once per failed request). @default none */
+  logger?: Logger;
 }
 
 class HttpProblem extends Error {
@@ -49,6 +52,11 @@ export function ordersApi(pool: pg.Pool, options: OrdersApiOptions): RequestList
       if (isRelayhubError(error) && error.code === 'ERR_INVALID_MESSAGE') {
         return send(res, 400, { error: error.message });
       }
+      // note: the client only learns "retry later"; the operator learns why, once per failed request.
+      options.logger?.error(
+        { err: error, url: req.url },
+        'orders API answered 503: the order could not be saved',
+      );
       send(res, 503, { error: 'The order could not be saved; nothing was sent. Retry later.' });
     });
   };

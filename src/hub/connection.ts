@@ -25,7 +25,8 @@ import type { CallerClients, GroupManager } from './clients.js';
 import { type ConnectionContext, type HubDefinition, isStreamingMethod } from './hub.js';
 import { EMPTY_REQUEST, type HubRequest } from './hub-request.js';
 import type { Addressable } from './local-registry.js';
-import { type ClientErrorKind, type HubStats, LogBudget, truncateForLog } from './client-errors.js';
+import { type ClientErrorKind, LogBudget, truncateForLog } from './client-errors.js';
+import type { HubCounters } from '../metrics/hub-stats.js';
 import { ResumeBuffer } from './resume-buffer.js';
 import { UploadStream } from './upload-stream.js';
 
@@ -34,8 +35,8 @@ export interface ConnectionHost {
   readonly options: HubOptions;
   readonly definition: HubDefinition;
   readonly logger: Logger;
-  /** Counters of client-caused errors, shared by the hub's connections. */
-  readonly stats: HubStats;
+  /** The hub's counters, shared by its connections: client-caused errors, messages received. */
+  readonly stats: HubCounters;
   callerClients(connectionId: string): CallerClients;
   readonly groups: GroupManager;
   /** The handshake request is valid: make the connection addressable everywhere (before the response). */
@@ -468,6 +469,7 @@ export class Connection implements Addressable {
   }
 
   #onMessage(message: HubMessage): void {
+    if (message.type !== MessageType.Ping) this.#host.stats.received++;
     if (this.#awaitingSequence && message.type !== MessageType.Sequence) return;
     if (this.#resume && isSequenced(message.type)) {
       if (!this.#resume.received()) return;

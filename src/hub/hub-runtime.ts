@@ -7,6 +7,7 @@ import type {
   Interest,
   LocalHub,
   ReliableLane,
+  ReliableMetrics,
 } from '../backplane/backplane.js';
 import { groupNameProblem } from '../redis/keys.js';
 import type { HubOptions } from '../config.js';
@@ -22,11 +23,11 @@ import {
   type HubClients,
   hubClients,
 } from './clients.js';
-import { type HubStats, newHubStats } from './client-errors.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
+import { countInvocations, HubCounters } from '../metrics/hub-stats.js';
 
 /** How long shutdown waits for long-polling clients to collect their Close message. */
 const DRAIN_LONG_POLLS_MS = 2_000;
@@ -55,8 +56,10 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   readonly groups: GroupManager;
   readonly reliable: ReliableClients;
   readonly registry = new LocalRegistry<Connection>();
-  /** Plain counters (client-caused errors by kind), for a metrics collector to read. */
-  readonly stats: HubStats = newHubStats();
+  /** Event counters for the metrics collector (client-caused errors included). */
+  readonly stats = new HubCounters();
+  /** The app's definition, its methods counted in {@link stats}. */
+  readonly definition: HubDefinition;
   readonly #byToken = new Map<string, Connection>();
   /** The message of the latest publish(), which the backplane hands back to deliver() for local delivery. */
   #lastPublished: SharedMessage | undefined;
@@ -67,7 +70,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
 
   constructor(
     readonly name: string,
-    readonly definition: HubDefinition,
+    definition: HubDefinition,
     readonly options: HubOptions,
     readonly logger: Logger,
   ) {
@@ -80,8 +83,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
         );
       }
     }
+    this.definition = countInvocations(definition, this.stats);
     this.clients = hubClients(this);
-    this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane));
+    this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane), this.stats);
     this.groups = {
       add: (connectionId, group) => this.#requireChannel().addToGroup(connectionId, group),
       remove: (connectionId, group) => this.#requireChannel().removeFromGroup(connectionId, group),
@@ -124,6 +128,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     return this.registry.size;
   }
 
+  /** The reliable lane's figures; undefined without a lane (or once closing). */
+  reliableMetrics(): Promise<ReliableMetrics> | undefined {
+    return this.#closing ? undefined : this.#lane?.metrics();
+  }
+
   // ---- ClientSink: what the client proxies call ----
 
   publish(audience: Audience, target: string, args: unknown[]): Promise<void> {
@@ -131,6 +140,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     // the wire form once, and deliver() below reuses this message for the local connections.
     const message = SharedMessage.of({ type: MessageType.Invocation, target, arguments: args });
     this.#lastPublished = message;
+    this.stats.sent[audience.kind]++;
     return this.#requireChannel().publish(audience, message.wire);
   }
 

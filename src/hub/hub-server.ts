@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { Backplane, BackplaneHealth } from '../backplane/backplane.js';
-import { MemoryBackplane } from '../backplane/memory/memory-backplane.js';
+import { type BackplaneKind, createBackplane, type RedisOption } from '../backplane/create-backplane.js';
 import { type HubOptions, resolveHubOptions } from '../config.js';
 import { RelayhubError } from '../errors.js';
 import { type Authenticate, anonymous, type Principal } from './auth.js';
@@ -25,14 +25,36 @@ import { type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
 import { WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
+import { type CorsOptions, CorsPolicy } from './cors.js';
+import { runChecks } from './health-checks.js';
+import { type HubServerStats, hubMetrics, type MetricsCollector, toStats } from '../metrics/hub-metrics.js';
+import {
+  closeServer,
+  listenMetrics,
+  METRICS_PATH,
+  metricsHandler,
+  type MetricsOptions,
+} from '../metrics/metrics-endpoint.js';
 import { parseRequestTarget } from './request-target.js';
 
 export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeOptions> {
   /**
-   * Carries sends between instances. The server closes it when the server closes.
-   * @default new MemoryBackplane() (one process)
+   * Carries sends between instances: a backplane by name (`'memory'`, `'pubsub'`, `'streams'`, built
+   * from {@link redis} and {@link channelPrefix}) or an instance. The server closes it when it closes.
+   * @default 'memory' (one process)
    */
-  backplane?: Backplane;
+  backplane?: Backplane | BackplaneKind;
+  /**
+   * Where Redis is, for a backplane given by name: a URL (`'redis://host:6379'`) or a target in the
+   * form the backplanes' `redis` option takes (`{ url }`; a Cluster where they support one).
+   * @default 'redis://127.0.0.1:6379'
+   */
+  redis?: RedisOption;
+  /**
+   * Prefix of every Redis key and channel of a backplane given by name.
+   * @default 'relayhub'
+   */
+  channelPrefix?: string;
   /**
    * Decides who a negotiate, WebSocket, SSE or long-polling request comes from; `null` refuses it with
    * 401 (empty body, as ASP.NET answers). Use `jwtAuthenticator({ secret })` for bearer JWTs. A hub's own
@@ -48,6 +70,24 @@ export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeO
    * @default a 404 answer
    */
   fallback?: RequestListener;
+  /**
+   * `GET /metrics` in the Prometheus text format: `true` on the hub server's port, `{ port }` on its own
+   * port, `false` not at all ({@link HubServer.metrics} still works).
+   * @default true
+   */
+  metrics?: boolean | MetricsOptions;
+  /**
+   * Browser origins other than the server's own that may negotiate and open WebSockets (preflights are
+   * answered). Cross-origin requests and WebSocket upgrades from origins not allowed get 403.
+   * @default undefined (same origin only; clients that send no Origin header are not affected)
+   */
+  cors?: CorsOptions;
+  /**
+   * Extra checks for `GET /healthz` (e.g. `{ postgres: () => pool.query('SELECT 1') }`): one that
+   * rejects (or takes over 2 s) makes the status `degraded` (503) and is reported with its error.
+   * @default {}
+   */
+  healthChecks?: Record<string, () => Promise<unknown>>;
 }
 
 /**
@@ -66,6 +106,11 @@ export class HubServer {
   readonly #hubs = new Map<string, MappedHub>();
   readonly #wss: WebSocketServer;
   #http: Server | undefined;
+  readonly #metrics: MetricsCollector;
+  readonly #cors: CorsPolicy;
+  readonly #healthChecks: Record<string, () => Promise<unknown>>;
+  readonly #metricsOptions: boolean | MetricsOptions;
+  #metricsServer: Server | undefined;
   #refusedSocket: (socket: Socket) => boolean = () => false;
   #started = false;
   #closing: Promise<void> | undefined;
@@ -73,9 +118,14 @@ export class HubServer {
   constructor(options: HubServerOptions = {}) {
     const {
       backplane,
+      redis,
+      channelPrefix,
       authenticate,
       logger,
       fallback,
+      metrics,
+      cors,
+      healthChecks,
       headersTimeoutMs,
       requestTimeoutMs,
       keepAliveTimeoutMs,
@@ -89,10 +139,31 @@ export class HubServer {
       keepAliveTimeoutMs,
       maxConnectionsPerAddress,
     });
-    this.#backplane = backplane ?? new MemoryBackplane();
-    this.#authenticate = authenticate ?? anonymous;
+    // note: validated before the backplane is built, so that a bad option leaves nothing to close
+    this.#cors = new CorsPolicy(cors);
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+    if (typeof backplane === 'object') {
+      if (redis !== undefined || channelPrefix !== undefined) {
+        throw new RelayhubError('ERR_CONFIG', 'redis and channelPrefix apply to a backplane given by name.', {
+          remedy: "Pass them to the backplane's constructor, or use backplane: 'pubsub' | 'streams'.",
+        });
+      }
+      this.#backplane = backplane;
+    } else {
+      this.#backplane = createBackplane(backplane ?? 'memory', {
+        ...(redis !== undefined ? { redis } : {}),
+        ...(channelPrefix !== undefined ? { channelPrefix } : {}),
+        logger: this.#logger,
+      });
+    }
+    this.#authenticate = authenticate ?? anonymous;
     this.#fallback = fallback;
+    this.#metricsOptions = metrics ?? true;
+    this.#healthChecks = healthChecks ?? {};
+    this.#metrics = hubMetrics({
+      hubs: () => [...this.#hubs.values()].map((mapped) => mapped.runtime),
+      backplane: this.#backplane,
+    });
     this.#wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -160,6 +231,10 @@ export class HubServer {
     this.#http = server;
     this.#refusedSocket = capConnectionsPerAddress(server, this.#edge.maxConnectionsPerAddress);
     for (const { runtime } of this.#hubs.values()) await runtime.start(this.#backplane);
+    const metrics = this.#metricsOptions;
+    if (typeof metrics === 'object' && metrics.port !== undefined) {
+      this.#metricsServer = (await listenMetrics(this.#metrics, metrics.port, metrics.host)).server;
+    }
     server.on('upgrade', (req, socket, head) => {
       this.#onUpgrade(req, socket, head).catch((error: unknown) => {
         this.#logger.error({ err: error }, 'upgrade failed');
@@ -176,6 +251,21 @@ export class HubServer {
     return this.#backplane.health();
   }
 
+  /** This instance's metrics in the Prometheus text format (what `GET /metrics` answers). */
+  metrics(): Promise<string> {
+    return this.#metrics.metrics();
+  }
+
+  /** This instance's figures as JSON (connections, counters, backplane, reliable lane), sampled now. */
+  async stats(): Promise<HubServerStats> {
+    return toStats(await this.#metrics.snapshot(), this.#backplane.kind);
+  }
+
+  /** The address of the separate metrics port, when `metrics: { port }` was given. */
+  get metricsAddress(): AddressInfo | undefined {
+    return (this.#metricsServer?.address() as AddressInfo | null) ?? undefined;
+  }
+
   get connectionCount(): number {
     let count = 0;
     for (const { runtime } of this.#hubs.values()) count += runtime.connectionCount;
@@ -184,6 +274,7 @@ export class HubServer {
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     if (this.#refusedSocket(req.socket)) return void res.destroy();
+    if (this.#cors.handle(req, res)) return;
     const url = parseRequestTarget(req);
     if (!url) {
       res.setHeader('Connection', 'close');
@@ -191,13 +282,25 @@ export class HubServer {
     }
     const path = url.pathname.toLowerCase();
     if (path === '/healthz' && req.method === 'GET') {
-      const backplane = this.#backplane.health();
-      const status = this.#closing ? 'closing' : backplane.status === 'ready' ? 'ok' : 'degraded';
-      return json(res, status === 'ok' ? 200 : 503, {
-        status,
-        connections: this.connectionCount,
-        backplane: { kind: this.#backplane.kind, ...backplane },
+      void runChecks(this.#healthChecks).then((checks) => {
+        const backplane = this.#backplane.health();
+        const failing = Object.values(checks).some((c) => !c.ok);
+        const status = this.#closing
+          ? 'closing'
+          : backplane.status === 'ready' && !failing
+            ? 'ok'
+            : 'degraded';
+        json(res, status === 'ok' ? 200 : 503, {
+          status,
+          connections: this.connectionCount,
+          backplane: { kind: this.#backplane.kind, ...backplane },
+          ...(Object.keys(checks).length > 0 ? { checks } : {}),
+        });
       });
+      return;
+    }
+    if (path === METRICS_PATH && this.#metricsOptions !== false && !this.#metricsServer) {
+      return metricsHandler(() => this.#metrics.metrics(), this.#metrics.registry.contentType)(req, res);
     }
     if (path.endsWith('/negotiate')) {
       const hub = this.#hubs.get(path.slice(0, -'/negotiate'.length));
@@ -308,6 +411,7 @@ export class HubServer {
     if (!mapped || !this.#options.transports.includes('WebSockets')) {
       return rejectUpgrade(socket, 404, 'Not Found');
     }
+    if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     const request = snapshotRequest(req, url);
     const access = await this.#admit(mapped, req, url, () => request);
@@ -383,6 +487,8 @@ export class HubServer {
             this.#wss.close(() => resolve());
           }),
       );
+      const metricsServer = this.#metricsServer;
+      if (metricsServer) await attempt(() => closeServer(metricsServer));
       const http = this.#http;
       if (http?.listening) {
         await attempt(

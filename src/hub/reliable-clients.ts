@@ -6,6 +6,7 @@ import type {
 } from '../backplane/backplane.js';
 import { validateUserId } from '../redis/keys.js';
 import { RelayhubError } from '../errors.js';
+import type { HubCounters } from '../metrics/hub-stats.js';
 
 /** Sends on the reliable lane (`streams` backplane) to one user. */
 export interface ReliableUserProxy {
@@ -36,7 +37,7 @@ export interface ReliableClients {
   metrics(): Promise<ReliableMetrics>;
 }
 
-export function reliableClients(lane: () => ReliableLane | undefined): ReliableClients {
+export function reliableClients(lane: () => ReliableLane | undefined, stats?: HubCounters): ReliableClients {
   const require = (): ReliableLane => {
     const current = lane();
     if (!current) {
@@ -44,6 +45,7 @@ export function reliableClients(lane: () => ReliableLane | undefined): ReliableC
         remedy: 'Use new StreamsBackplane({ redisUrl }) (or --backplane streams), and send after listen().',
       });
     }
+    if (stats) stats.sent.reliable++;
     return current;
   };
   return {
@@ -53,6 +55,6 @@ export function reliableClients(lane: () => ReliableLane | undefined): ReliableC
       return { send: (target, ...args) => require().send({ userId, target, args }) };
     },
     send: (message) => require().send(message),
-    metrics: () => require().metrics(),
+    metrics: () => (lane() ?? require()).metrics(),
   };
 }

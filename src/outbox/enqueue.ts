@@ -53,8 +53,24 @@ export interface PgQueryable {
   query(text: string, values?: unknown[]): Promise<pg.QueryResult>;
 }
 
-/** A drizzle-orm (node-postgres) database or transaction. */
+/**
+ * A drizzle-orm (node-postgres) database or transaction.
+ *
+ * note: described by shape, without drizzle's types, so that an app that uses only `pg` never loads
+ * drizzle-orm's declarations (they do not typecheck with `skipLibCheck: false`). The table is
+ * `relayhub/drizzle`'s `outbox`.
+ */
 export interface DrizzleLike {
+  insert(table: never): {
+    values(row: never): {
+      returning(fields: never): PromiseLike<{ id: unknown }[]>;
+    };
+  };
+  execute(query: string): PromiseLike<unknown>;
+}
+
+/** The same shape with the table's types, as enqueue uses it. */
+interface DrizzleInsert {
   insert(table: typeof outbox): {
     values(row: typeof outbox.$inferInsert): {
       returning(fields: { id: typeof outbox.id }): PromiseLike<{ id: bigint }[]>;
@@ -95,7 +111,8 @@ export async function enqueue(
   const expiresAt = new Date(Date.now() + (message.ttlMs ?? DEFAULT_OUTBOX_TTL_MS));
   const partition = partitionOf(message.userId);
   if ('insert' in tx && typeof tx.insert === 'function') {
-    const [row] = await tx
+    const db = tx as unknown as DrizzleInsert;
+    const [row] = await db
       .insert(outbox)
       .values({
         userId: message.userId,
@@ -106,7 +123,7 @@ export async function enqueue(
         expiresAt,
       })
       .returning({ id: outbox.id });
-    if (shouldNotify()) await tx.execute(NOTIFY);
+    if (shouldNotify()) await db.execute(NOTIFY);
     return { id: String(row?.id) };
   }
   const queryable = tx as PgQueryable;

@@ -14,6 +14,7 @@ import {
 } from '../backplane/streams/reliable-producer.js';
 import { DEFAULT_RELIABLE_OPTIONS } from '../backplane/streams/streams-lane.js';
 import { RelayhubError } from '../errors.js';
+import { postgresUnavailable } from '../unavailable.js';
 import {
   connectClient,
   openClient,
@@ -22,6 +23,7 @@ import {
   targetOf,
 } from '../redis/connection.js';
 import { OUTBOX_CHANNEL, USER_ID } from '../outbox/enqueue.js';
+import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
 import { migrate } from '../outbox/migrate.js';
 import { type DeadLetterHandler, Maintenance, type MaintenanceOptions } from './maintenance.js';
 import { PartitionOwner } from './partition-owner.js';
@@ -459,6 +461,14 @@ export class OutboxWorker {
     this.stats.acked += rowCount ?? 0;
   }
 
+  /**
+   * For metrics: the committed, unrelayed rows of the partitions this worker owns and the age of the
+   * oldest, in seconds (one query).
+   */
+  backlog(): Promise<OutboxBacklog> {
+    return outboxBacklog(this.#pool, this.#owner.owned);
+  }
+
   /** Finishes the batch in hand, gives the partitions back, and closes every connection. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -484,17 +494,6 @@ export class OutboxWorker {
 function isConnectionError(error: unknown): boolean {
   const message = describe(error);
   return /terminat|Connection|ECONNRESET|ECONNREFUSED|not queryable|ended/i.test(message);
-}
-
-export function postgresUnavailable(url: string, error: unknown): RelayhubError {
-  return new RelayhubError(
-    'ERR_BACKPLANE_UNAVAILABLE',
-    `Postgres at ${url} is not reachable (${describe(error)}).`,
-    {
-      remedy: 'Start it (docker compose up -d postgres) or set DATABASE_URL.',
-      cause: error,
-    },
-  );
 }
 
 async function eachLimited<T>(items: T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {

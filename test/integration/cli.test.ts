@@ -1,24 +1,10 @@
-import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildClient, ClientPool } from '../helpers/client.js';
-import { CLI_PATH, InstancePool } from '../helpers/process.js';
+import { runCli as run } from '../helpers/cli.js';
+import { InstancePool } from '../helpers/process.js';
 import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { signToken } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-/** Runs the CLI to completion and returns its exit code and output. */
-function run(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...env } });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.on('exit', (code) => resolve({ code, output }));
-  });
-}
 
 describe('relayhub CLI', () => {
   const instances = new InstancePool();

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Logger, pino } from 'pino';
 import { HubError, RelayhubError } from '../../errors.js';
-import { isClusterTarget, targetOf } from '../../redis/connection.js';
+import { describeTarget, isClusterTarget, targetOf } from '../../redis/connection.js';
 import {
   DEFAULT_CHANNEL_PREFIX,
   type HubChannels,
@@ -10,7 +10,16 @@ import {
 } from '../../redis/keys.js';
 import { PubSubBus, type PubSubBusOptions } from '../../redis/pubsub.js';
 import { keySlot } from '../../redis/slot.js';
-import type { Audience, Backplane, BackplaneHealth, HubChannel, Interest, LocalHub } from '../backplane.js';
+import type {
+  Audience,
+  Backplane,
+  BackplaneHealth,
+  BackplaneSample,
+  HubChannel,
+  Interest,
+  LocalHub,
+} from '../backplane.js';
+import { redactUrl } from '../../redact.js';
 import { connectionNotFound } from '../memory/memory-backplane.js';
 import { decode, encode, type Header } from './envelope.js';
 import { describe } from './redis-connection.js';
@@ -62,6 +71,8 @@ export class PubSubBackplane implements Backplane {
   readonly kind = 'pubsub' as const;
   readonly instanceId: string;
   readonly #prefix: string;
+  /** Where Redis is, password redacted, for metrics. */
+  readonly #endpoint: string;
   readonly #partitions: number;
   readonly #log: Logger;
   readonly #bus: PubSubBus;
@@ -74,6 +85,7 @@ export class PubSubBackplane implements Backplane {
 
   constructor(options: PubSubBackplaneOptions = {}) {
     this.#prefix = validateChannelPrefix(options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX);
+    this.#endpoint = redactUrl(describeTarget(targetOf(options)));
     this.instanceId = options.instanceId ?? randomBytes(6).toString('hex');
     this.#partitions = options.broadcastPartitions ?? (isClusterTarget(targetOf(options)) ? 16 : 1);
     if (!Number.isInteger(this.#partitions) || this.#partitions < 1 || this.#partitions > 1_024) {
@@ -169,6 +181,26 @@ export class PubSubBackplane implements Backplane {
   health(): BackplaneHealth {
     const status = this.#closing ? 'down' : this.#bus.ready && !this.#bus.stalled ? 'ready' : 'degraded';
     return { status, possibleGaps: this.#possibleGaps, failedSends: this.#failedSends };
+  }
+
+  async sample(hubs: readonly string[]): Promise<BackplaneSample> {
+    const up = this.health().status === 'ready';
+    const channelSubscribers: Record<string, number> = {};
+    if (up) {
+      // note: one NUMSUB per hub, sent together (auto-pipelining)
+      const counts = await Promise.all(
+        // note: every instance subscribes to every broadcast partition: the first one counts them
+        hubs.map((hub) => this.subscribers(hubChannels(this.#prefix, hub).all[0] as string)),
+      );
+      hubs.forEach((hub, i) => {
+        channelSubscribers[hub] = counts[i] ?? 0;
+      });
+    }
+    return {
+      endpoints: [{ endpoint: this.#endpoint, up }],
+      subscriptions: this.#routes.size,
+      channelSubscribers,
+    };
   }
 
   close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { RelayhubError } from '../../errors.js';
+import { redisUnavailable } from '../../unavailable.js';
 
 export interface RedisConnectionOptions {
   /**
@@ -71,6 +71,12 @@ export function openRedis(
 /** Connects, turning a failure into one clear sentence with the command that starts Redis. */
 export async function connectRedis(redis: Redis, url: string, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  // note: connect() rejects with a bare "Connection is closed."; the 'error' event before it says why.
+  let cause: unknown;
+  const onError = (error: unknown) => {
+    cause ??= error;
+  };
+  redis.on('error', onError);
   try {
     await Promise.race([
       redis.connect(),
@@ -79,16 +85,10 @@ export async function connectRedis(redis: Redis, url: string, timeoutMs: number)
       }),
     ]);
   } catch (error) {
-    throw new RelayhubError(
-      'ERR_BACKPLANE_UNAVAILABLE',
-      `Redis at ${url} is not reachable (${describe(error)}).`,
-      {
-        remedy: 'Start it (docker compose up -d redis) or set REDIS_URL.',
-        cause: error,
-      },
-    );
+    throw redisUnavailable(url, cause ?? error);
   } finally {
     clearTimeout(timer);
+    redis.off('error', onError);
   }
 }
 

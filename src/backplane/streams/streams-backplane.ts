@@ -3,6 +3,7 @@ import { connectClient, openClient, type RedisClient, targetOf } from '../../red
 import type {
   Backplane,
   BackplaneHealth,
+  BackplaneSample,
   HubChannel,
   LocalHub,
   LocalUsers,
@@ -98,6 +99,10 @@ export class StreamsBackplane implements Backplane {
     const laneDown =
       this.#connections.some((c) => c.status !== 'ready') || this.#probes.some((p) => p.stalled);
     return laneDown && health.status === 'ready' ? { ...health, status: 'degraded' } : health;
+  }
+
+  sample(hubs: readonly string[]): Promise<BackplaneSample> {
+    return this.#pubsub.sample(hubs);
   }
 
   close(): Promise<void> {

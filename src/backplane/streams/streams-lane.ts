@@ -366,7 +366,13 @@ export class StreamsLane implements ReliableLane, SessionHost {
     } catch (error) {
       throw unavailable(error);
     }
-    return { lag, pending, ...this.counters };
+    let oldest = 0;
+    for (const session of this.#sessions.values()) {
+      if (session.inFlightSince > 0 && (oldest === 0 || session.inFlightSince < oldest)) {
+        oldest = session.inFlightSince;
+      }
+    }
+    return { lag, pending, ...this.counters, oldestUnackedAgeMs: oldest === 0 ? 0 : Date.now() - oldest };
   }
 
   /** Stops reading, ends the sessions, and withdraws this instance (its users reconnect elsewhere). */

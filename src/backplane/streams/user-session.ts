@@ -65,6 +65,8 @@ export class UserSession {
   #running: Promise<void> | undefined;
   #again = false;
   readonly #stop = new AbortController();
+  /** When the message being delivered entered the inbox (ms, from its stream id); 0 when none is. */
+  inFlightSince = 0;
 
   constructor(
     readonly userId: string,
@@ -118,7 +120,10 @@ export class UserSession {
       const entry = await this.#next(position);
       if (!entry) return;
       if (entry.offset > position.offset + 1) this.#reportGap(position.offset + 1, entry.offset);
-      const done = await this.#deliver(entry);
+      this.inFlightSince = Number.parseInt(entry.streamId, 10);
+      const done = await this.#deliver(entry).finally(() => {
+        this.inFlightSince = 0;
+      });
       if (done === 'left') return;
       if (done === 'acked elsewhere') {
         position = await this.#acked();
