@@ -94,7 +94,6 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     ...(options.maxConnectionsPerAddress === undefined
       ? {}
       : { maxConnectionsPerAddress: options.maxConnectionsPerAddress }),
-    ...(pool ? { fallback: ordersApi(pool, { authenticate }) } : {}),
     ...(options.transports ? { transports: options.transports } : {}),
     ...(options.protocols ? { protocols: options.protocols } : {}),
     // note: the orders API needs Postgres; /healthz says when it cannot reach it.
