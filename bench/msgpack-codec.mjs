@@ -1,5 +1,6 @@
 // Compares the two npm MessagePack codecs on a SignalR invocation array (encode and decode, ops/s).
 // Usage: node bench/msgpack-codec.mjs
+import './help.mjs';
 import { decode, encode } from '@msgpack/msgpack';
 import { Packr, Unpackr } from 'msgpackr';
 
@@ -33,3 +34,6 @@ const c = rate('msgpackr unpack', () => unpackr.unpack(packed));
 const d = rate('@msgpack/msgpack decode', () => decode(encoded));
 console.log(`encode ratio msgpackr/@msgpack ${(a / b).toFixed(2)}x; decode ratio ${(c / d).toFixed(2)}x`);
 console.log(`sizes: msgpackr ${packed.length} B, @msgpack/msgpack ${encoded.length} B`);
+console.log(
+  `RESULT ${JSON.stringify({ packPerSec: a, encodeBaselinePerSec: b, unpackPerSec: c, decodeBaselinePerSec: d, encodeRatio: +(a / b).toFixed(2), decodeRatio: +(c / d).toFixed(2) })}`,
+);

@@ -1,6 +1,7 @@
 // Fan-out benchmark (`npm run bench`): relayhub (2 `serve` processes, PUB/SUB backplane) against
 // socket.io with @socket.io/redis-adapter (2 processes) on the same Redis and the same harness, plus a
 // single-process plain `ws` reference. See bench/README.md for what is measured and the knobs.
+import './help.mjs';
 import { spawn, fork, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
