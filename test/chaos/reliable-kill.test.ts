@@ -12,7 +12,6 @@
  * Needs `npm run build`. Every wait is bounded; processes, forwarders and clients are stopped in afterEach.
  */
 import { randomBytes } from 'node:crypto';
-import type { HubConnection } from '@microsoft/signalr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { ClientPool } from '../helpers/client.js';
@@ -21,7 +20,7 @@ import { type InstanceProcess, InstancePool } from '../helpers/process.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait-for.js';
 import {
-  connectTracked,
+  connectUsers,
   onOneRedisAndCluster,
   deliveryProblems,
   FailoverProxy,
@@ -79,19 +78,12 @@ onOneRedisAndCluster((medium, where) => {
 
         const tracker = new MessageTracker();
         const users = range(0, USERS - 1).map((i) => `user-${i}`);
-        const reconnects = new Map<string, number>();
-        const connections: HubConnection[] = await Promise.all(
-          users.map(async (user, i) => {
-            const connection = await connectTracked(
-              clients,
-              (proxies[i % 3] as FailoverProxy).url('/hubs/demo'),
-              user,
-              tracker,
-              { reconnectDelays: [0, 50, 100, 200, 500, 1_000] },
-            );
-            connection.onreconnecting(() => reconnects.set(user, (reconnects.get(user) ?? 0) + 1));
-            return connection;
-          }),
+        const { connections, reconnects, totalReconnects } = await connectUsers(
+          clients,
+          users,
+          (i) => (proxies[i % 3] as FailoverProxy).url('/hubs/demo'),
+          tracker,
+          { reconnectDelays: [0, 50, 100, 200, 500, 1_000] },
         );
 
         producer = new ReliableProducer({
@@ -139,7 +131,7 @@ onOneRedisAndCluster((medium, where) => {
         console.info(
           `[reliable-kill on ${where}] ${tracker.summary()}\n  killed at ${sentAtKill}/${total} sent, ${deliveredAtKill} ` +
             `delivered; sending took ${sendMs} ms; all delivered ${deliveredMs} ms after the kill; ` +
-            `sender retries=${stats.retries}; reconnects=${[...reconnects.values()].reduce((a, b) => a + b, 0)}; ` +
+            `sender retries=${stats.retries}; reconnects=${totalReconnects()}; ` +
             `victim forwarder routes=${JSON.stringify([...victimProxy.routed])}`,
         );
 

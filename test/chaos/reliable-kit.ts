@@ -73,6 +73,34 @@ export async function connectTracked(
   return connection;
 }
 
+/** The users' connections and how many times each went through `onreconnecting`. */
+export interface ConnectedUsers {
+  connections: HubConnection[];
+  reconnects: Map<string, number>;
+  /** Reconnects of every user together. */
+  totalReconnects(): number;
+}
+
+/** Connects each user (the i-th through `urlOf(i)`) with {@link connectTracked} and counts its reconnects. */
+export async function connectUsers(
+  pool: ClientPool,
+  users: readonly string[],
+  urlOf: (index: number) => string,
+  tracker: MessageTracker,
+  options: ClientOptions = {},
+): Promise<ConnectedUsers> {
+  const reconnects = new Map<string, number>();
+  const connections = await Promise.all(
+    users.map(async (user, i) => {
+      const connection = await connectTracked(pool, urlOf(i), user, tracker, options);
+      connection.onreconnecting(() => reconnects.set(user, (reconnects.get(user) ?? 0) + 1));
+      return connection;
+    }),
+  );
+  const totalReconnects = () => [...reconnects.values()].reduce((a, b) => a + b, 0);
+  return { connections, reconnects, totalReconnects };
+}
+
 export interface SendStats {
   sent: number;
   /** Attempts that failed with ERR_BACKPLANE_UNAVAILABLE and were retried with the same key. */

@@ -10,7 +10,6 @@
  * Needs `npm run build`. Every wait is bounded; processes and clients are stopped in afterEach.
  */
 import { randomBytes } from 'node:crypto';
-import type { HubConnection } from '@microsoft/signalr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ReliableProducer } from '../../src/backplane/streams/reliable-producer.js';
 import { ClientPool } from '../helpers/client.js';
@@ -18,7 +17,7 @@ import { MessageTracker } from '../helpers/message-tracker.js';
 import { type InstanceProcess, InstancePool } from '../helpers/process.js';
 import { uniquePrefix } from '../helpers/redis.js';
 import {
-  connectTracked,
+  connectUsers,
   onOneRedisAndCluster,
   deliveryProblems,
   range,
@@ -69,18 +68,11 @@ onOneRedisAndCluster((medium, where) => {
       );
       const tracker = new MessageTracker();
       const users = range(0, USERS - 1).map((i) => `user-${i}`);
-      const reconnects = new Map<string, number>();
-      const connections: HubConnection[] = await Promise.all(
-        users.map(async (user, i) => {
-          const connection = await connectTracked(
-            clients,
-            (servers[i % 3] as InstanceProcess).url(),
-            user,
-            tracker,
-          );
-          connection.onreconnecting(() => reconnects.set(user, (reconnects.get(user) ?? 0) + 1));
-          return connection;
-        }),
+      const { connections, totalReconnects } = await connectUsers(
+        clients,
+        users,
+        (i) => (servers[i % 3] as InstanceProcess).url(),
+        tracker,
       );
 
       producer = new ReliableProducer({
@@ -139,7 +131,7 @@ onOneRedisAndCluster((medium, where) => {
       console.info(
         `[reliable-pause on ${where}] ${tracker.summary()}\n  paused ${resumedAt - pausedAt} ms; delivered at resume ` +
           `${deliveredAtResume}/${total}; sender retries=${stats.retries}; client reconnects=` +
-          `${[...reconnects.values()].reduce((a, b) => a + b, 0)}; sent at resume ${sentWhenResumed}/${total}; sending took ${sendMs} ms; ` +
+          `${totalReconnects()}; sent at resume ${sentWhenResumed}/${total}; sending took ${sendMs} ms; ` +
           `all delivered ${caughtUpMs} ms after the resume; ${victimUsers.length} users on the paused instance`,
       );
 
