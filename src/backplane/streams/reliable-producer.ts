@@ -146,6 +146,51 @@ export async function sendReliable(
   return { messageId, offset: Number(offset), duplicate: duplicate === 1 };
 }
 
+/** One message's outcome in {@link sendReliableBatch}. */
+export type BatchSendOutcome = { ok: true; result: ReliableSendResult } | { ok: false; error: RelayhubError };
+
+/**
+ * Sends many reliable messages, each user's in the order given, users concurrently. The outcomes line
+ * up with `messages`. When a message of a user fails, that user's later messages of the batch are not
+ * sent and fail with the same error (so that per-user order holds when the caller retries them).
+ * Guarantees as {@link sendReliable} for each message.
+ */
+// note: the seam the outbox worker's bulk relay calls; how it batches Redis work is this file's business.
+export async function sendReliableBatch(
+  scripts: LaneScripts & RedisClient,
+  keys: ReliableKeys,
+  retention: Retention,
+  messages: readonly ReliableMessage[],
+  durability: Durability = { replicas: 0, replicaTimeoutMs: 0 },
+): Promise<BatchSendOutcome[]> {
+  const outcomes: BatchSendOutcome[] = new Array<BatchSendOutcome>(messages.length);
+  const byUser = new Map<string, number[]>();
+  messages.forEach((message, index) => {
+    const list = byUser.get(message.userId);
+    if (list) list.push(index);
+    else byUser.set(message.userId, [index]);
+  });
+  await Promise.all(
+    [...byUser.values()].map(async (indexes) => {
+      let failure: RelayhubError | undefined;
+      for (const index of indexes) {
+        if (failure) {
+          outcomes[index] = { ok: false, error: failure };
+          continue;
+        }
+        try {
+          const result = await sendReliable(scripts, keys, retention, messages[index]!, durability);
+          outcomes[index] = { ok: true, result };
+        } catch (error) {
+          failure = unavailable(error);
+          outcomes[index] = { ok: false, error: failure };
+        }
+      }
+    }),
+  );
+  return outcomes;
+}
+
 /** How many times a send that hit a moved slot is tried again (a MOVED reply means it did not run). */
 const MOVED_RETRIES = 3;
 
@@ -283,6 +328,16 @@ export class ReliableProducer {
       throw error;
     });
     return sendReliable(this.#scripts, this.#keys, this.#retention, message, this.#durability);
+  }
+
+  /** Many messages at once: see {@link sendReliableBatch} (per-user order, a failure stops that user's rest). */
+  async sendMany(messages: readonly ReliableMessage[]): Promise<BatchSendOutcome[]> {
+    this.#connected ??= connectClient(this.#redis, this.#target, this.#timeout);
+    await this.#connected.catch((error: unknown) => {
+      this.#connected = undefined;
+      throw error;
+    });
+    return sendReliableBatch(this.#scripts, this.#keys, this.#retention, messages, this.#durability);
   }
 
   async close(): Promise<void> {
