@@ -41,6 +41,11 @@ export interface ConnectionHost {
   readonly groups: GroupManager;
   /** The handshake request is valid: make the connection addressable everywhere (before the response). */
   register(connection: Connection): Promise<void>;
+  /**
+   * Look at the connection (call its {@link Connection.tick}) no later than `at` (ms since the epoch): its
+   * next deadline moved earlier.
+   */
+  schedule(connection: Connection, at: number): void;
   /** The handshake response is out: run `onConnected`. */
   connected(connection: Connection): Promise<void>;
   /**
@@ -127,13 +132,15 @@ export class Connection implements Addressable {
   readonly #queue: (() => Promise<void>)[] = [];
   #running = 0;
   #readPaused = false;
-  readonly #uploads = new Map<string, UploadStream>();
+  // note: the maps and sets below are created on first use: most connections never stream or get a
+  // client result, and an idle connection should cost as little as possible.
+  #uploads: Map<string, UploadStream> | undefined;
   /** The uploads whose buffer is full: while there is one, the socket is not read. */
-  readonly #fullUploads = new Set<UploadStream>();
+  #fullUploads: Set<UploadStream> | undefined;
   /** Invocations with upload streams and stream invocations that have not finished. */
   #activeStreams = 0;
-  readonly #streams = new Map<string, AbortController>();
-  readonly #results = new Map<string, PendingResult>();
+  #streams: Map<string, AbortController> | undefined;
+  #results: Map<string, PendingResult> | undefined;
   #nextInvocationId = 0;
 
   constructor(
@@ -148,6 +155,7 @@ export class Connection implements Addressable {
     this.userId = principal.userId;
     this.claims = principal.claims;
     this.#statefulOffered = statefulOffered;
+    this.#schedule();
   }
 
   /** Per-connection state for the app. */
@@ -227,9 +235,10 @@ export class Connection implements Addressable {
     });
     if (!resuming) {
       this.#state = 'handshake';
-      return;
+      return this.#schedule();
     }
     this.#state = 'open';
+    this.#schedule();
     this.#awaitingSequence = true;
     const { sequenceId, frames } = (this.#resume as ResumeBuffer).replay();
     this.#log.debug({ sequenceId, replayed: frames.length }, 'stateful reconnect');
@@ -255,7 +264,7 @@ export class Connection implements Addressable {
     const invocationId = `s${this.#nextInvocationId++}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.#results.delete(invocationId);
+        this.#results?.delete(invocationId);
         reject(
           new RelayhubError(
             'ERR_INVOCATION_TIMEOUT',
@@ -263,7 +272,7 @@ export class Connection implements Addressable {
           ),
         );
       }, timeoutMs);
-      this.#results.set(invocationId, { resolve, reject, timer });
+      (this.#results ??= new Map()).set(invocationId, { resolve, reject, timer });
       this.#send(
         this.#protocol.write({ type: MessageType.Invocation, invocationId, target, arguments: args }),
         true,
@@ -287,48 +296,82 @@ export class Connection implements Addressable {
     this.#end(error === undefined ? undefined : new RelayhubError('ERR_CONNECTION_CLOSED', error));
   }
 
-  /** Called by the hub's heartbeat about once a second (and more often with short timeouts). */
-  tick(now: number): void {
+  /**
+   * What the hub's timer wheel calls at this connection's deadline: ends it when its negotiate, handshake,
+   * registration, client timeout or stateful-reconnect wait expired, sends the keep-alive ping when
+   * nothing was sent for `keepAliveIntervalMs`, and returns when to look again (undefined: never, the
+   * connection ended or waits on its app). Activity moves the deadlines on without rescheduling: a
+   * visit before they are due does nothing but answer the new time.
+   */
+  tick(now: number): number | undefined {
     const o = this.#host.options;
     switch (this.#state) {
       case 'pending':
-        if (now - this.#createdAt > o.negotiateTimeoutMs) this.#end(undefined);
-        return;
+        if (now - this.#createdAt > o.negotiateTimeoutMs) return void this.#end(undefined);
+        return this.#createdAt + o.negotiateTimeoutMs + 1;
       case 'handshake':
         if (now - this.#attachedAt > o.handshakeTimeoutMs) {
-          this.#rejectHandshake(`Handshake was not received within ${o.handshakeTimeoutMs} ms.`);
+          return void this.#rejectHandshake(`Handshake was not received within ${o.handshakeTimeoutMs} ms.`);
         }
-        return;
+        return this.#attachedAt + o.handshakeTimeoutMs + 1;
       case 'starting':
         // note: registration waits on the backplane; a stalled Redis must not hold the client (and what
-        // it sends) past the handshake timeout. onConnected, once the handshake is answered, is the app's.
-        if (!this.#handshakeDone && now - this.#attachedAt > o.handshakeTimeoutMs) {
+        // it sends) past the handshake timeout. onConnected, once the handshake is answered, is the app's:
+        // #opened schedules the keep-alive.
+        if (this.#handshakeDone) return undefined;
+        if (now - this.#attachedAt > o.handshakeTimeoutMs) {
           this.#log.warn('registration timed out');
-          this.#rejectHandshake(
+          return void this.#rejectHandshake(
             `The server could not register the connection within ${o.handshakeTimeoutMs} ms (handshakeTimeoutMs).`,
             false,
           );
         }
-        return;
+        return this.#attachedAt + o.handshakeTimeoutMs + 1;
       case 'detached':
         if (now - this.#detachedAt > o.statefulReconnectTimeoutMs) {
-          this.#end(new RelayhubError('ERR_CONNECTION_CLOSED', 'The client did not reconnect in time.'));
+          return void this.#end(
+            new RelayhubError('ERR_CONNECTION_CLOSED', 'The client did not reconnect in time.'),
+          );
         }
-        return;
+        return this.#detachedAt + o.statefulReconnectTimeoutMs + 1;
       case 'open':
         if (!this.#readPaused && now - this.#lastReceivedAt > o.clientTimeoutMs) {
           this.#log.info('client timed out');
-          this.close(
+          return void this.close(
             `Client timeout: nothing was received from the client for ${o.clientTimeoutMs} ms.`,
             true,
           );
-        } else if (now - this.#lastSentAt >= o.keepAliveIntervalMs) {
-          this.#send(this.#protocol.write({ type: MessageType.Ping }), false);
         }
-        return;
+        if (now - this.#lastSentAt >= o.keepAliveIntervalMs) this.#ping(now);
+        return this.#nextOpenDeadline();
       default:
-        return;
+        return undefined;
     }
+  }
+
+  /** The keep-alive ping or the client timeout, whichever comes first. */
+  #nextOpenDeadline(): number {
+    const o = this.#host.options;
+    const ping = this.#lastSentAt + o.keepAliveIntervalMs;
+    // note: a paused socket is not read, so its client cannot time out until it is read again.
+    return this.#readPaused ? ping : Math.min(ping, this.#lastReceivedAt + o.clientTimeoutMs + 1);
+  }
+
+  /**
+   * The keep-alive: written at once (one constant frame per protocol) when nothing else waits; otherwise
+   * the flush already scheduled is traffic enough.
+   */
+  #ping(now: number): void {
+    const transport = this.#transport;
+    if (this.#pending.length > 0 || !this.#handshakeDone || !transport?.writable) return;
+    transport.send(pingFrame(this.#protocol));
+    this.#lastSentAt = now;
+  }
+
+  /** Tells the hub's timer wheel when to look at this connection next (its state changed). */
+  #schedule(): void {
+    const at = this.tick(Date.now());
+    if (at !== undefined) this.#host.schedule(this, at);
   }
 
   // ---- incoming -------------------------------------------------------------------------------------
@@ -428,6 +471,7 @@ export class Connection implements Addressable {
   #opened(): void {
     if (this.#state !== 'starting') return;
     this.#state = 'open';
+    this.#schedule();
     const waiting = this.#waitingFrames;
     this.#waitingFrames = [];
     this.#waitingBytes = 0;
@@ -455,6 +499,8 @@ export class Connection implements Addressable {
   }
 
   #processFrame(payload: Frame): void {
+    // note: the clients' keep-alive, every 15 s from each: nothing to parse or dispatch.
+    if (payload === JSON_PING && this.#protocol === jsonProtocol) return;
     if (
       typeof payload !== 'string' &&
       this.#protocol === jsonProtocol &&
@@ -480,17 +526,17 @@ export class Connection implements Addressable {
       case MessageType.StreamInvocation:
         return this.#onInvocation(message);
       case MessageType.StreamItem: {
-        const upload = this.#uploads.get(message.invocationId);
+        const upload = this.#uploads?.get(message.invocationId);
         if (!upload) return; // note: the spec lets late items for a finished stream be ignored.
         upload.push(message.item);
         if (!upload.isFull) return;
-        this.#fullUploads.add(upload);
+        (this.#fullUploads ??= new Set()).add(upload);
         return this.#updateReadGate();
       }
       case MessageType.Completion:
         return this.#onCompletion(message);
       case MessageType.CancelInvocation:
-        this.#streams.get(message.invocationId)?.abort();
+        this.#streams?.get(message.invocationId)?.abort();
         return;
       case MessageType.Ping:
         return;
@@ -514,15 +560,15 @@ export class Connection implements Addressable {
   }
 
   #onCompletion(message: CompletionMessage): void {
-    const upload = this.#uploads.get(message.invocationId);
+    const upload = this.#uploads?.get(message.invocationId);
     if (upload) {
       this.#forgetUpload(upload);
       upload.end(message.error);
       return this.#updateReadGate();
     }
-    const pending = this.#results.get(message.invocationId);
+    const pending = this.#results?.get(message.invocationId);
     if (!pending) return;
-    this.#results.delete(message.invocationId);
+    this.#results?.delete(message.invocationId);
     clearTimeout(pending.timer);
     if (message.error !== undefined) {
       // note: the client's text exactly (`Error: from callback`, `Client didn't provide a result.`), as
@@ -544,17 +590,17 @@ export class Connection implements Addressable {
     // They count against maxStreamsPerClient instead, so that a client cannot start them without bound.
     const max = this.#host.options.maxStreamsPerClient;
     if (this.#activeStreams >= max) return this.#refuseStream(message, max);
-    if (message.type === MessageType.StreamInvocation && this.#streams.has(message.invocationId)) {
+    if (message.type === MessageType.StreamInvocation && this.#streams?.has(message.invocationId)) {
       throw new ProtocolError(`Invocation id '${message.invocationId}' is already in use.`);
     }
     const uploads: UploadStream[] = [];
     for (const streamId of message.streamIds ?? []) {
-      if (this.#uploads.has(streamId)) throw new ProtocolError(`Stream id '${streamId}' is already in use.`);
+      if (this.#uploads?.has(streamId)) throw new ProtocolError(`Stream id '${streamId}' is already in use.`);
       const upload = new UploadStream(streamId, this.#host.options.streamBufferCapacity, () => {
-        this.#fullUploads.delete(upload);
+        this.#fullUploads?.delete(upload);
         this.#updateReadGate();
       });
-      this.#uploads.set(streamId, upload);
+      (this.#uploads ??= new Map()).set(streamId, upload);
       uploads.push(upload);
     }
     this.#activeStreams++;
@@ -592,7 +638,7 @@ export class Connection implements Addressable {
     const transport = this.#transport;
     if (!transport) return;
     const full =
-      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient || this.#fullUploads.size > 0;
+      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient || (this.#fullUploads?.size ?? 0) > 0;
     if (full && !this.#readPaused) {
       this.#readPaused = true;
       transport.pause();
@@ -634,7 +680,7 @@ export class Connection implements Addressable {
       );
     }
     const controller = isStream ? new AbortController() : undefined;
-    if (controller) this.#streams.set(invocationId as string, controller);
+    if (controller) (this.#streams ??= new Map()).set(invocationId as string, controller);
     const ctx = controller
       ? { ...this.context, signal: AbortSignal.any([this.#abort.signal, controller.signal]) }
       : this.context;
@@ -642,7 +688,7 @@ export class Connection implements Addressable {
     try {
       const authorize = definition.authorizeInvocation;
       if (authorize && !(await authorize(ctx, target, message.arguments))) {
-        this.#streams.delete(invocationId as string);
+        this.#streams?.delete(invocationId as string);
         return fail(`Failed to invoke '${target}' because user is unauthorized.`);
       }
       const result = await method(ctx, ...args);
@@ -657,7 +703,7 @@ export class Connection implements Addressable {
         this.#complete(invocationId, result === undefined ? {} : { result });
       }
     } catch (error) {
-      if (controller) this.#streams.delete(invocationId as string);
+      if (controller) this.#streams?.delete(invocationId as string);
       this.#logMethodError(error, target);
       return fail(this.#errorText(`An unexpected error occurred invoking '${target}' on the server`, error));
     }
@@ -680,8 +726,8 @@ export class Connection implements Addressable {
   }
 
   #forgetUpload(upload: UploadStream): void {
-    if (this.#uploads.get(upload.streamId) === upload) this.#uploads.delete(upload.streamId);
-    this.#fullUploads.delete(upload);
+    if (this.#uploads?.get(upload.streamId) === upload) this.#uploads.delete(upload.streamId);
+    this.#fullUploads?.delete(upload);
   }
 
   async #runStream(
@@ -713,7 +759,7 @@ export class Connection implements Addressable {
       }
     } finally {
       signal.removeEventListener('abort', stop);
-      this.#streams.delete(invocationId);
+      this.#streams?.delete(invocationId);
     }
     this.#complete(invocationId, error === undefined ? {} : { error });
   }
@@ -780,7 +826,21 @@ export class Connection implements Addressable {
   #scheduleFlush(): void {
     if (this.#flushScheduled || !this.#handshakeDone) return;
     this.#flushScheduled = true;
-    setImmediate(() => this.#flush());
+    Connection.#dirty.push(this);
+    if (Connection.#dirty.length === 1) setImmediate(Connection.#flushDirty);
+  }
+
+  /**
+   * The connections written to in this event-loop turn, flushed together by one `setImmediate` (not one
+   * each): the check phase comes after the turn's I/O callbacks, so what a turn writes to a connection
+   * (a burst of backplane messages, of invocations from many clients) leaves in one payload.
+   */
+  static #dirty: Connection[] = [];
+
+  static #flushDirty(this: void): void {
+    const dirty = Connection.#dirty;
+    Connection.#dirty = [];
+    for (const connection of dirty) connection.#flush();
   }
 
   /** Writes everything pending as one payload: both hub protocols allow many messages per frame. */
@@ -841,6 +901,7 @@ export class Connection implements Addressable {
       this.#state = 'detached';
       this.#detachedAt = Date.now();
       this.#readPaused = false;
+      this.#schedule();
       this.#log.debug({ reason }, 'socket dropped; waiting for a stateful reconnect');
       return;
     }
@@ -858,19 +919,33 @@ export class Connection implements Addressable {
     this.#abortController?.abort(
       error ?? new RelayhubError('ERR_CONNECTION_CLOSED', 'The connection ended.'),
     );
-    for (const [, pending] of this.#results) {
+    for (const [, pending] of this.#results ?? []) {
       clearTimeout(pending.timer);
       pending.reject(closedError(this.connectionId));
     }
-    this.#results.clear();
-    for (const upload of this.#uploads.values()) upload.end('The connection ended.');
-    this.#uploads.clear();
-    this.#fullUploads.clear();
+    this.#results = undefined;
+    for (const upload of this.#uploads?.values() ?? []) upload.end('The connection ended.');
+    this.#uploads = undefined;
+    this.#fullUploads = undefined;
     this.#queue.length = 0;
     this.#waitingFrames = [];
     this.#waitingBytes = 0;
     this.#host.ended(this, error, { registered, connected: this.#onConnectedCalled });
   }
+}
+
+/** A JSON ping record alone in a frame, as the official clients send their keep-alive. */
+const JSON_PING = jsonProtocol.write({ type: MessageType.Ping }) as string;
+
+/** The keep-alive frame of each protocol, encoded once. */
+const PINGS = new Map<HubProtocol, Frame>();
+function pingFrame(protocol: HubProtocol): Frame {
+  let frame = PINGS.get(protocol);
+  if (frame === undefined) {
+    frame = protocol.write({ type: MessageType.Ping });
+    PINGS.set(protocol, frame);
+  }
+  return frame;
 }
 
 const closedError = (connectionId: string) =>

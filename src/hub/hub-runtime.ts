@@ -27,6 +27,7 @@ import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
+import { TimerWheel } from './timer-wheel.js';
 import { countInvocations, HubCounters } from '../metrics/hub-stats.js';
 
 /** How long shutdown waits for long-polling clients to collect their Close message. */
@@ -44,8 +45,31 @@ async function drainLongPolls(connections: readonly Connection[]): Promise<void>
   clearTimeout(timer);
 }
 
+/** Random bytes drawn in bulk: one call into the CSPRNG per 256 ids instead of one per id. */
+const ID_BYTES = 16;
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+
 /** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
-const newId = (): string => randomBytes(16).toString('base64url');
+const newId = (): string => {
+  if (idOffset + ID_BYTES > idPool.length) {
+    idPool = randomBytes(ID_BYTES * 256);
+    idOffset = 0;
+  }
+  idOffset += ID_BYTES;
+  return idPool.toString('base64url', idOffset - ID_BYTES, idOffset);
+};
+
+/** How often the timer wheel ticks: a quarter of the shortest timeout, between 10 ms and 1 s. */
+function wheelResolutionMs(o: HubOptions): number {
+  const shortest = Math.min(
+    o.keepAliveIntervalMs,
+    o.clientTimeoutMs,
+    o.handshakeTimeoutMs,
+    o.negotiateTimeoutMs,
+  );
+  return Math.min(1_000, Math.max(10, Math.floor(shortest / 4)));
+}
 
 /**
  * One hub mounted at one path on this instance: its connections, their heartbeat, and the bridge between
@@ -65,7 +89,11 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   #lastPublished: SharedMessage | undefined;
   #channel: HubChannel | undefined;
   #lane: ReliableLane | undefined;
-  #heartbeat: NodeJS.Timeout | undefined;
+  /**
+   * Every connection's next deadline (negotiate, handshake, keep-alive, client timeout, stateful
+   * reconnect): one timer for the hub, visiting only the connections that are due.
+   */
+  readonly #wheel: TimerWheel<Connection>;
   #closing: Promise<void> | undefined;
 
   constructor(
@@ -84,6 +112,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
       }
     }
     this.definition = countInvocations(definition, this.stats);
+    this.#wheel = new TimerWheel(wheelResolutionMs(options), (connection, now) => connection.tick(now));
     this.clients = hubClients(this);
     this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane), this.stats);
     this.groups = {
@@ -97,18 +126,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     this.#lane = await backplane.openReliable?.(this.name, {
       connectionsOf: (userId) => [...this.registry.resolve({ kind: 'users', ids: [userId] })],
     });
-    const o = this.options;
-    const shortest = Math.min(
-      o.keepAliveIntervalMs,
-      o.clientTimeoutMs,
-      o.handshakeTimeoutMs,
-      o.negotiateTimeoutMs,
-    );
-    this.#heartbeat = setInterval(
-      () => this.#tick(),
-      Math.min(1_000, Math.max(10, Math.floor(shortest / 4))),
-    );
-    this.#heartbeat.unref();
+    this.#wheel.start();
   }
 
   /** Creates a connection for a negotiate request or a WebSocket without `id` (skipNegotiation). */
@@ -250,6 +268,10 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     return false;
   }
 
+  schedule(connection: Connection, at: number): void {
+    this.#wheel.schedule(connection, at);
+  }
+
   async connected(connection: Connection): Promise<void> {
     await this.definition.onConnected?.(connection.context);
   }
@@ -259,6 +281,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     error: Error | undefined,
     reached: { registered: boolean; connected: boolean },
   ): void {
+    this.#wheel.cancel(connection);
     this.#forgetToken(connection);
     if (reached.registered) this.#unfollowGone(connection);
     if (!reached.connected || !this.definition.onDisconnected) return;
@@ -293,11 +316,6 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
       .catch((error: unknown) => this.logger.warn({ err: error, count: gone.length }, 'unfollow failed'));
   }
 
-  #tick(): void {
-    const now = Date.now();
-    for (const connection of this.#byToken.values()) connection.tick(now);
-  }
-
   #requireChannel(): HubChannel {
     if (!this.#channel || this.#closing) {
       throw new RelayhubError('ERR_CLOSED', `Hub '${this.name}' is not running.`, {
@@ -310,7 +328,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** Ends every connection with a Close that allows the client to reconnect, then leaves the backplane. */
   close(reason: string): Promise<void> {
     this.#closing ??= (async () => {
-      clearInterval(this.#heartbeat);
+      this.#wheel.stop();
       const connections = [...this.#byToken.values()];
       for (const connection of connections) connection.close(reason, true);
       await drainLongPolls(connections);
