@@ -111,12 +111,18 @@ async function openAll(spec) {
     Array.from({ length: Math.min(spec.concurrency, spec.count) }, async () => {
       while (next < spec.count) {
         next++;
-        try {
-          const ws = await openOne(agent, spec);
-          sockets.push({ ws, pingedAt: performance.now() });
-        } catch (error) {
-          failed++;
-          firstError ??= error instanceof Error ? error.message : String(error);
+        // note: up to 3 attempts, as a client would retry (a keep-alive socket the server closed meanwhile).
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const ws = await openOne(agent, spec);
+            sockets.push({ ws, pingedAt: performance.now() });
+            break;
+          } catch (error) {
+            if (attempt < 3) continue;
+            failed++;
+            firstError ??= error instanceof Error ? error.message : String(error);
+            break;
+          }
         }
       }
     }),

@@ -117,7 +117,15 @@ function startNode(args, { ipc = false } = {}) {
 
 function withoutServerSettings(environment) {
   const copy = { ...environment };
-  for (const name of ['JWT_SECRET', 'INSTANCE_ID', 'BACKPLANE', 'PORT', 'HOST', 'REDIS_URL', 'CHANNEL_PREFIX'])
+  for (const name of [
+    'JWT_SECRET',
+    'INSTANCE_ID',
+    'BACKPLANE',
+    'PORT',
+    'HOST',
+    'REDIS_URL',
+    'CHANNEL_PREFIX',
+  ])
     delete copy[name];
   return copy;
 }
@@ -154,7 +162,15 @@ const serverArgs = (system, tag) => {
         '0',
       ];
     case 'socketio':
-      return ['bench/socketio-server.mjs', '--port', '0', '--redis-url', redisUrl, '--key', `bench-conn-sio-${tag}`];
+      return [
+        'bench/socketio-server.mjs',
+        '--port',
+        '0',
+        '--redis-url',
+        redisUrl,
+        '--key',
+        `bench-conn-sio-${tag}`,
+      ];
     default:
       return ['bench/ws-server.mjs', '--port', '0'];
   }
@@ -215,6 +231,19 @@ function rssBytes(pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
 }
 
+/** relayhub's V8 heap from its /metrics (prom-client's default metrics): used bytes, and per space. */
+async function relayhubHeap(port) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const used = Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1]);
+    const total = Number(/^nodejs_heap_size_total_bytes (\S+)/m.exec(text)?.[1]);
+    const newSpace = Number(/^nodejs_heap_space_size_total_bytes\{space="new"\} (\S+)/m.exec(text)?.[1]);
+    return { used, total, newSpace };
+  } catch {
+    return undefined;
+  }
+}
+
 // ---- one system ---------------------------------------------------------------------------------------
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -244,6 +273,7 @@ async function measure(system, tag) {
   try {
     await sleep(1_000);
     const rssBefore = rssBytes(server.pid);
+    const heapBefore = system === 'relayhub' ? await relayhubHeap(server.port) : undefined;
     const base = Math.floor(connections / clientProcs);
     const t0 = performance.now();
     const opened = await ask(clients, { type: 'open' }, 'opened', (m, i) => ({
@@ -267,6 +297,7 @@ async function measure(system, tag) {
     await sleep(idleMs);
     const idleCpuPercent = ((cpuSeconds(server.pid) - cpu0) / ((performance.now() - i0) / 1_000)) * 100;
     const rssIdle = rssBytes(server.pid);
+    const heapIdle = system === 'relayhub' ? await relayhubHeap(server.port) : undefined;
     const stillOpen = (await ask(clients, { type: 'count' }, 'count')).reduce((sum, c) => sum + c.open, 0);
     const result = {
       connections: count,
@@ -276,6 +307,13 @@ async function measure(system, tag) {
       rssBytesPerConnection: Math.round((rssIdle - rssBefore) / Math.max(1, count)),
       rssBeforeBytes: rssBefore,
       rssIdleBytes: rssIdle,
+      ...(heapBefore && heapIdle
+        ? {
+            heapUsedBytesPerConnection: Math.round((heapIdle.used - heapBefore.used) / Math.max(1, count)),
+            heapTotalBytesPerConnection: Math.round((heapIdle.total - heapBefore.total) / Math.max(1, count)),
+            newSpaceBytes: heapIdle.newSpace,
+          }
+        : {}),
       idleCpuPercent: Number(idleCpuPercent.toFixed(2)),
       connectionsPerSecond: Math.round(count / (openMs / 1_000)),
       openSeconds: Number((openMs / 1_000).toFixed(2)),
@@ -294,7 +332,9 @@ async function measure(system, tag) {
 console.log(
   `idle-connections benchmark: ${connections} connections per system from ${clientProcs} client processes ` +
     `(${concurrency} opening at once each), ${idleMs} ms idle; ${limitNote}; node ${process.version}, ` +
-    `${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `${availableParallelism()} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
 );
 const tag = randomBytes(4).toString('hex');
 const results = {};
@@ -306,6 +346,10 @@ for (const system of systems) {
       `${r.stillOpen} still open after idling), ${r.rssBytesPerConnection} B RSS/connection ` +
       `(${(r.rssBeforeBytes / 2 ** 20).toFixed(1)} -> ${(r.rssIdleBytes / 2 ** 20).toFixed(1)} MiB), ` +
       `${r.idleCpuPercent}% of a core idle, ${r.connectionsPerSecond} connections/s ` +
+      (r.heapUsedBytesPerConnection !== undefined
+        ? `(V8 heap used ${r.heapUsedBytesPerConnection} B/connection, committed ` +
+          `${r.heapTotalBytesPerConnection} B/connection, new space ${(r.newSpaceBytes / 2 ** 20).toFixed(1)} MiB) `
+        : '') +
       `(${r.openSeconds} s), load average ${r.loadAverage}`,
   );
   for (const warning of r.warnings) console.log(`    ${system} logged: ${warning}`);

@@ -92,8 +92,8 @@ export class Connection implements Addressable {
   readonly token: string;
   readonly userId: string | undefined;
   readonly claims: Principal['claims'];
-  /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
-  request: HubRequest = EMPTY_REQUEST;
+  /** The request that bound the current socket (or how to snapshot it on first use). */
+  #request: HubRequest | (() => HubRequest) = EMPTY_REQUEST;
 
   #state: State = 'pending';
   #transport: Transport | undefined;
@@ -156,6 +156,16 @@ export class Connection implements Addressable {
     this.claims = principal.claims;
     this.#statefulOffered = statefulOffered;
     this.#schedule();
+  }
+
+  /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
+  get request(): HubRequest {
+    if (typeof this.#request === 'function') this.#request = this.#request();
+    return this.#request;
+  }
+
+  set request(request: HubRequest | (() => HubRequest)) {
+    this.#request = request;
   }
 
   /** Per-connection state for the app. */
@@ -638,7 +648,8 @@ export class Connection implements Addressable {
     const transport = this.#transport;
     if (!transport) return;
     const full =
-      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient || (this.#fullUploads?.size ?? 0) > 0;
+      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient ||
+      (this.#fullUploads?.size ?? 0) > 0;
     if (full && !this.#readPaused) {
       this.#readPaused = true;
       transport.pause();

@@ -32,19 +32,51 @@ export const EMPTY_REQUEST: HubRequest = Object.freeze({
 
 /** The snapshot of `req` (whose target parsed to `url`). */
 export function snapshotRequest(req: IncomingMessage, url: URL): HubRequest {
+  return freezeSnapshot(
+    { method: req.method, headers: req.headers, remoteAddress: req.socket?.remoteAddress },
+    url.pathname,
+    url.searchParams,
+  );
+}
+
+/**
+ * The same snapshot, taken on first use: until then only the request's parsed headers (one plain object),
+ * its path and query strings and the peer's address are kept, not the `IncomingMessage`. A WebSocket
+ * connection keeps its upgrade's request for its whole life, and most apps never read it: the frozen
+ * dictionaries of a snapshot cost about 1 KB per idle connection, this about a quarter of that.
+ */
+export function deferredSnapshot(req: IncomingMessage, url: URL): () => HubRequest {
+  const source: SnapshotSource = {
+    method: req.method,
+    headers: req.headers,
+    remoteAddress: req.socket?.remoteAddress,
+  };
+  const path = url.pathname;
+  const search = url.search;
+  let snapshot: HubRequest | undefined;
+  return () => (snapshot ??= freezeSnapshot(source, path, new URLSearchParams(search)));
+}
+
+interface SnapshotSource {
+  method: string | undefined;
+  headers: IncomingMessage['headers'];
+  remoteAddress: string | undefined;
+}
+
+function freezeSnapshot(source: SnapshotSource, path: string, searchParams: URLSearchParams): HubRequest {
   const headers: Record<string, string> = Object.create(null);
-  for (const [name, value] of Object.entries(req.headers)) {
+  for (const [name, value] of Object.entries(source.headers)) {
     if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   const query: Record<string, string> = Object.create(null);
-  for (const [key, value] of url.searchParams) if (!(key in query)) query[key] = value;
+  for (const [key, value] of searchParams) if (!(key in query)) query[key] = value;
   return Object.freeze({
-    method: req.method ?? 'GET',
-    path: url.pathname,
+    method: source.method ?? 'GET',
+    path,
     query: Object.freeze(query),
     headers: Object.freeze(headers),
     cookies: Object.freeze(parseCookies(headers.cookie)),
-    remoteAddress: req.socket?.remoteAddress,
+    remoteAddress: source.remoteAddress,
   });
 }
 

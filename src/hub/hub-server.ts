@@ -21,7 +21,7 @@ import {
   serverTimeouts,
 } from './http-edge.js';
 import type { HubContext, HubDefinition } from './hub.js';
-import { type HubRequest, snapshotRequest } from './hub-request.js';
+import { deferredSnapshot, type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
 import { WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
@@ -403,7 +403,7 @@ export class HubServer {
   }
 
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
     if (this.#refusedSocket(req.socket)) return void socket.destroy();
     const url = parseRequestTarget(req);
     if (!url) return rejectUpgrade(socket, 400, 'Bad Request');
@@ -413,8 +413,9 @@ export class HubServer {
     }
     if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
-    const request = snapshotRequest(req, url);
-    const access = await this.#admit(mapped, req, url, () => request);
+    // note: taken on first use (authorize, ctx.request): the connection keeps it for its whole life.
+    const request = deferredSnapshot(req, url);
+    const access = await this.#admit(mapped, req, url, request);
     if (access.status !== 200) {
       return rejectUpgrade(socket, access.status, access.status === 401 ? 'Unauthorized' : 'Forbidden');
     }
@@ -522,6 +523,11 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** A shared listener (not a closure per socket: an upgraded socket keeps it for its whole life). */
+function destroySocket(this: Duplex): void {
+  this.destroy();
 }
 
 function rejectUpgrade(socket: Duplex, status: number, text: string): void {

@@ -2,10 +2,15 @@ import WebSocket from 'ws';
 import type { Frame } from '../protocol/hub-protocol.js';
 import type { Transport, TransportEvents } from './transport.js';
 
+/** Where a socket's listeners find their transport: the listeners are shared, not closures per socket. */
+const TRANSPORT = Symbol('relayhub.transport');
+type Owned = WebSocket & { [TRANSPORT]: WebSocketTransport };
+
 /** The WebSockets transport: full duplex; text frames for text protocols, binary frames for binary ones. */
 export class WebSocketTransport implements Transport {
   readonly kind = 'WebSockets' as const;
   readonly #ws: WebSocket;
+  #events: TransportEvents | undefined;
 
   constructor(ws: WebSocket) {
     this.#ws = ws;
@@ -20,12 +25,20 @@ export class WebSocketTransport implements Transport {
   }
 
   bind(events: TransportEvents): void {
-    this.#ws.on('message', (data, isBinary) =>
-      events.data(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8')),
-    );
-    this.#ws.on('close', (code) => events.closed(code === 1000, `Socket closed (${code}).`));
+    this.#events = events;
+    (this.#ws as Owned)[TRANSPORT] = this;
+    this.#ws.on('message', WebSocketTransport.#onMessage);
+    this.#ws.on('close', WebSocketTransport.#onClose);
     // note: an 'error' is always followed by 'close'; without a listener it would throw.
-    this.#ws.on('error', () => undefined);
+    this.#ws.on('error', ignore);
+  }
+
+  static #onMessage(this: WebSocket, data: WebSocket.RawData, isBinary: boolean): void {
+    (this as Owned)[TRANSPORT].#events?.data(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8'));
+  }
+
+  static #onClose(this: WebSocket, code: number): void {
+    (this as Owned)[TRANSPORT].#events?.closed(code === 1000, `Socket closed (${code}).`);
   }
 
   send(payload: Frame): void {
@@ -49,6 +62,8 @@ export class WebSocketTransport implements Transport {
     this.#ws.terminate();
   }
 }
+
+const ignore = (): void => undefined;
 
 function toBuffer(data: WebSocket.RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;

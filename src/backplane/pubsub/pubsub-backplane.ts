@@ -77,7 +77,7 @@ export class PubSubBackplane implements Backplane {
   readonly #log: Logger;
   readonly #bus: PubSubBus;
   /** Channel → the handler of messages arriving on it. */
-  readonly #routes = new Map<string, (header: Header, body: string) => void>();
+  readonly #routes = new Map<string, Route>();
   readonly #channels = new Set<PubSubChannel>();
   #closing: Promise<void> | undefined;
   #possibleGaps = 0;
@@ -146,7 +146,7 @@ export class PubSubBackplane implements Backplane {
     return this.#bus.receivers(channel);
   }
 
-  async subscribe(channel: string, route: (header: Header, body: string) => void): Promise<void> {
+  async subscribe(channel: string, route: Route): Promise<void> {
     this.#routes.set(channel, route);
     await this.#bus.subscribe(channel);
   }
@@ -168,7 +168,7 @@ export class PubSubBackplane implements Backplane {
     const decoded = decode(message);
     if (!route || !decoded) return;
     try {
-      route(decoded.header, decoded.body);
+      route(decoded.header, decoded.body, channel);
     } catch (error) {
       this.#log.error({ err: error, channel }, 'failed to handle a backplane message');
     }
@@ -217,6 +217,8 @@ class PubSubChannel implements HubChannel {
   readonly #nextId = { value: 0 };
   readonly #pending = new Map<number, Pending>();
   readonly #self: string;
+  /** Where the connection id starts in a connection's channel (`<base>:{c:<id>}`). */
+  readonly #connectionIdAt: number;
   #liveness: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -227,7 +229,12 @@ class PubSubChannel implements HubChannel {
     private readonly log: Logger,
   ) {
     this.#self = backplane.instanceId;
+    this.#connectionIdAt = names.connection('').length - 1;
   }
+
+  /** One route for every connection's channel (not a closure per connection): the id is in the channel. */
+  readonly #connectionRoute: Route = (h, body, channel) =>
+    this.#onConnectionMessage(channel.slice(this.#connectionIdAt, -1), h, body);
 
   async start(): Promise<void> {
     await Promise.all([
@@ -244,9 +251,7 @@ class PubSubChannel implements HubChannel {
     if (this.#closed) return Promise.resolve();
     switch (kind) {
       case 'connection':
-        return this.backplane.subscribe(this.names.connection(name), (h, body) =>
-          this.#onConnectionMessage(name, h, body),
-        );
+        return this.backplane.subscribe(this.names.connection(name), this.#connectionRoute);
       case 'user':
         return this.backplane.subscribe(this.names.user(name), (h, body) =>
           this.#onSend(h, body, { kind: 'users', ids: [name] }),
@@ -507,6 +512,9 @@ class PubSubChannel implements HubChannel {
     ]);
   }
 }
+
+/** Handles a message arriving on a channel. */
+type Route = (header: Header, body: string, channel: string) => void;
 
 const closedError = () => new RelayhubError('ERR_CLOSED', 'The backplane is closed.');
 
