@@ -1,6 +1,9 @@
 // Fan-out benchmark (`npm run bench`): relayhub (2 `serve` processes, PUB/SUB backplane) against
 // socket.io with @socket.io/redis-adapter (2 processes) on the same Redis and the same harness, plus a
-// single-process plain `ws` reference. See bench/README.md for what is measured and the knobs.
+// single-process plain `ws` reference and a corked one (`ws-cork`: joins each client's messages of one
+// event-loop turn, as relayhub's write path does); the fan-out latency target is relayhub's p99 at 50
+// broadcasts/s against `ws-cork`'s in the same run. See bench/README.md for what is measured and the knobs.
+// Ends with one line `RESULT <json>`.
 import './help.mjs';
 import { spawn, fork, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -38,7 +41,7 @@ const config = {
   phases: (process.env.BENCH_PHASES ?? 'saturation,rate').split(',').map((s) => s.trim()),
 };
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const systems = (process.env.BENCH_SYSTEMS ?? 'relayhub,relayhub-msgpack,relayhub-mixed,socketio,ws')
+const systems = (process.env.BENCH_SYSTEMS ?? 'relayhub,relayhub-msgpack,relayhub-mixed,socketio,ws,ws-cork')
   .split(',')
   .map((s) => s.trim());
 const socketioClient = process.env.BENCH_SOCKETIO_CLIENT ?? 'raw';
@@ -507,4 +510,34 @@ for (const variant of ['relayhub-msgpack', 'relayhub-mixed']) {
       `p99 at ${top}/s ${p99.value.toFixed(2)}x`,
   );
 }
+/** relayhub's p99 at the lowest fixed rate (50/s by default) against the corked single-process ws server. */
+const headline = {};
+if (results.relayhub && raw.systems.relayhub) {
+  const sat = results.relayhub.saturation;
+  headline.deliveriesPerSecond = Math.round(sat.deliveriesPerSecond);
+  const low = Math.min(...config.rates);
+  headline.rate = low;
+  headline.p99Ms = Number(results.relayhub.rates[low].p99.toFixed(2));
+  if (results['ws-cork'] && raw.systems['ws-cork']) {
+    const p99 = ratio((p) => p.p99, results.relayhub.rates[low], results['ws-cork'].rates[low]);
+    const p50 = ratio((p) => p.p50, results.relayhub.rates[low], results['ws-cork'].rates[low]);
+    headline.wsCorkP99Ms = Number(results['ws-cork'].rates[low].p99.toFixed(2));
+    headline.p99RatioToWsCork = Number(p99.value.toFixed(2));
+    headline.p50RatioToWsCork = Number(p50.value.toFixed(2));
+    headline.deliveriesRatioToWsCork = Number(
+      ratio((p) => p.deliveriesPerSecond, sat, results['ws-cork'].saturation).value.toFixed(2),
+    );
+    console.log(
+      `relayhub / ws-cork at ${low} broadcasts/s: p99 ${p99.value.toFixed(2)}x ` +
+        `(target <= 1.2x: ${p99.value <= 1.2 ? 'met' : 'NOT met'}; ${p99.basis}), p50 ${p50.value.toFixed(2)}x; ` +
+        `deliveries/s at saturation ${headline.deliveriesRatioToWsCork}x`,
+    );
+  }
+  if (results.socketio && raw.systems.socketio) {
+    headline.socketioRatio = Number(
+      ratio((p) => p.deliveriesPerSecond, sat, results.socketio.saturation).value.toFixed(2),
+    );
+  }
+}
 console.log(`\nJSON: ${JSON.stringify({ config: { ...config, padding: config.padding.length }, results })}`);
+console.log(`RESULT ${JSON.stringify(headline)}`);

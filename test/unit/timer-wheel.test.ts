@@ -38,7 +38,7 @@ describe('TimerWheel', () => {
   });
 
   it('files an item again at the deadline its visit returns', () => {
-    const { w, visits } = wheel((item, now) => (now < 500 ? now + 200 : undefined));
+    const { w, visits } = wheel((_item, now) => (now < 500 ? now + 200 : undefined));
     w.schedule('a', 100);
     for (let t = 0; t <= 1_000; t += 50) w.advance(t);
     expect(visits.map(([, now]) => now)).toEqual([100, 300, 500]);

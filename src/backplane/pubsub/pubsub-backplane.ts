@@ -284,8 +284,22 @@ class PubSubChannel implements HubChannel {
 
   async publish(audience: Audience, frame: string): Promise<void> {
     if (this.#closed) throw closedError();
-    // note: local recipients first and without a round trip; other instances skip what they published.
-    this.local.deliver(audience, frame);
+    // note: the PUBLISH is issued first, the local recipients served right after, without a round trip.
+    // Both are written out in the check phase of this turn (ioredis' auto-pipelining and the connections'
+    // flush both use setImmediate), in the order they were issued: so the other instances start their
+    // fan-out while this one writes to its own sockets, instead of after it. Other instances skip what
+    // they published.
+    const sent = this.#publishRemote(audience, frame);
+    try {
+      this.local.deliver(audience, frame);
+    } catch (error) {
+      sent.catch(() => undefined);
+      throw error;
+    }
+    await sent;
+  }
+
+  #publishRemote(audience: Audience, frame: string): Promise<unknown> {
     const header = (extra: Partial<Extract<Header, { k: 's' }>> = {}): Header => ({
       k: 's',
       o: this.#self,
@@ -293,33 +307,29 @@ class PubSubChannel implements HubChannel {
     });
     switch (audience.kind) {
       case 'all':
-        await this.backplane.publish(
+        return this.backplane.publish(
           this.backplane.broadcastChannel(this.names),
           encode(header(except(audience.except)), frame),
         );
-        return;
       case 'connections':
-        await Promise.all(
+        return Promise.all(
           unique(audience.ids).map((id) =>
             this.backplane.publish(this.names.connection(id), encode(header(), frame)),
           ),
         );
-        return;
       case 'users':
-        await Promise.all(
+        return Promise.all(
           unique(audience.ids).map((id) =>
             this.backplane.publish(this.names.user(id), encode(header(), frame)),
           ),
         );
-        return;
       case 'groups': {
         const names = unique(audience.names);
         const message = encode(
           header({ ...except(audience.except), ...(names.length > 1 ? { gs: names } : {}) }),
           frame,
         );
-        await Promise.all(names.map((name) => this.backplane.publish(this.names.group(name), message)));
-        return;
+        return Promise.all(names.map((name) => this.backplane.publish(this.names.group(name), message)));
       }
     }
   }
