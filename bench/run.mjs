@@ -514,7 +514,8 @@ for (const variant of ['relayhub-msgpack', 'relayhub-mixed']) {
 const headline = {};
 if (results.relayhub && raw.systems.relayhub) {
   const sat = results.relayhub.saturation;
-  headline.deliveriesPerSecond = Math.round(sat.deliveriesPerSecond);
+  if (Number.isFinite(sat.deliveriesPerSecond))
+    headline.deliveriesPerSecond = Math.round(sat.deliveriesPerSecond);
   const low = Math.min(...config.rates);
   headline.rate = low;
   headline.p99Ms = Number(results.relayhub.rates[low].p99.toFixed(2));
@@ -524,19 +525,17 @@ if (results.relayhub && raw.systems.relayhub) {
     headline.wsCorkP99Ms = Number(results['ws-cork'].rates[low].p99.toFixed(2));
     headline.p99RatioToWsCork = Number(p99.value.toFixed(2));
     headline.p50RatioToWsCork = Number(p50.value.toFixed(2));
-    headline.deliveriesRatioToWsCork = Number(
-      ratio((p) => p.deliveriesPerSecond, sat, results['ws-cork'].saturation).value.toFixed(2),
-    );
+    const deliveries = ratio((p) => p.deliveriesPerSecond, sat, results['ws-cork'].saturation).value;
+    if (Number.isFinite(deliveries)) headline.deliveriesRatioToWsCork = Number(deliveries.toFixed(2));
     console.log(
       `relayhub / ws-cork at ${low} broadcasts/s: p99 ${p99.value.toFixed(2)}x ` +
         `(target <= 1.2x: ${p99.value <= 1.2 ? 'met' : 'NOT met'}; ${p99.basis}), p50 ${p50.value.toFixed(2)}x; ` +
-        `deliveries/s at saturation ${headline.deliveriesRatioToWsCork}x`,
+        `deliveries/s at saturation ${headline.deliveriesRatioToWsCork ?? 'n/a'}x`,
     );
   }
   if (results.socketio && raw.systems.socketio) {
-    headline.socketioRatio = Number(
-      ratio((p) => p.deliveriesPerSecond, sat, results.socketio.saturation).value.toFixed(2),
-    );
+    const deliveries = ratio((p) => p.deliveriesPerSecond, sat, results.socketio.saturation).value;
+    if (Number.isFinite(deliveries)) headline.socketioRatio = Number(deliveries.toFixed(2));
   }
 }
 console.log(`\nJSON: ${JSON.stringify({ config: { ...config, padding: config.padding.length }, results })}`);

@@ -114,22 +114,25 @@ export class Connection implements Addressable {
   #awaitingSequence = false;
   #ackTimer: NodeJS.Timeout | undefined;
 
-  readonly #createdAt = Date.now();
-  #attachedAt = 0;
-  #detachedAt = 0;
+  /**
+   * When the current state's deadline started: the negotiate (pending), the socket bound (handshake,
+   * starting), the socket dropped (detached).
+   */
+  #since = Date.now();
   #lastReceivedAt = 0;
   #lastSentAt = 0;
 
-  #pending: Frame[] = [];
+  /** What was written this turn, for the next flush (created on first write). */
+  #pending: Frame[] | undefined;
   #pendingBytes = 0;
   #flushScheduled = false;
   /** Nothing but the handshake response may be written before it. */
   #handshakeDone = false;
   #onConnectedCalled = false;
-  #waitingFrames: Frame[] = [];
+  #waitingFrames: Frame[] | undefined;
   #waitingBytes = 0;
 
-  readonly #queue: (() => Promise<void>)[] = [];
+  #queue: (() => Promise<void>)[] | undefined;
   #running = 0;
   #readPaused = false;
   // note: the maps and sets below are created on first use: most connections never stream or get a
@@ -232,13 +235,13 @@ export class Connection implements Addressable {
     this.#lastTransport = transport;
     if (previous) {
       // note: the replaced socket's events are ignored from now on; what was pending for it is replayed.
-      this.#pending = [];
+      this.#pending = undefined;
       this.#pendingBytes = 0;
       this.#readPaused = false;
       previous.terminate();
     }
-    this.#attachedAt = Date.now();
-    this.#lastReceivedAt = this.#attachedAt;
+    this.#since = Date.now();
+    this.#lastReceivedAt = this.#since;
     transport.bind({
       data: (payload) => this.#onFrame(transport, payload),
       closed: (clean, reason) => this.#onTransportClose(transport, clean, reason),
@@ -317,33 +320,33 @@ export class Connection implements Addressable {
     const o = this.#host.options;
     switch (this.#state) {
       case 'pending':
-        if (now - this.#createdAt > o.negotiateTimeoutMs) return void this.#end(undefined);
-        return this.#createdAt + o.negotiateTimeoutMs + 1;
+        if (now - this.#since > o.negotiateTimeoutMs) return void this.#end(undefined);
+        return this.#since + o.negotiateTimeoutMs + 1;
       case 'handshake':
-        if (now - this.#attachedAt > o.handshakeTimeoutMs) {
+        if (now - this.#since > o.handshakeTimeoutMs) {
           return void this.#rejectHandshake(`Handshake was not received within ${o.handshakeTimeoutMs} ms.`);
         }
-        return this.#attachedAt + o.handshakeTimeoutMs + 1;
+        return this.#since + o.handshakeTimeoutMs + 1;
       case 'starting':
         // note: registration waits on the backplane; a stalled Redis must not hold the client (and what
         // it sends) past the handshake timeout. onConnected, once the handshake is answered, is the app's:
         // #opened schedules the keep-alive.
         if (this.#handshakeDone) return undefined;
-        if (now - this.#attachedAt > o.handshakeTimeoutMs) {
+        if (now - this.#since > o.handshakeTimeoutMs) {
           this.#log.warn('registration timed out');
           return void this.#rejectHandshake(
             `The server could not register the connection within ${o.handshakeTimeoutMs} ms (handshakeTimeoutMs).`,
             false,
           );
         }
-        return this.#attachedAt + o.handshakeTimeoutMs + 1;
+        return this.#since + o.handshakeTimeoutMs + 1;
       case 'detached':
-        if (now - this.#detachedAt > o.statefulReconnectTimeoutMs) {
+        if (now - this.#since > o.statefulReconnectTimeoutMs) {
           return void this.#end(
             new RelayhubError('ERR_CONNECTION_CLOSED', 'The client did not reconnect in time.'),
           );
         }
-        return this.#detachedAt + o.statefulReconnectTimeoutMs + 1;
+        return this.#since + o.statefulReconnectTimeoutMs + 1;
       case 'open':
         if (!this.#readPaused && now - this.#lastReceivedAt > o.clientTimeoutMs) {
           this.#log.info('client timed out');
@@ -373,7 +376,7 @@ export class Connection implements Addressable {
    */
   #ping(now: number): void {
     const transport = this.#transport;
-    if (this.#pending.length > 0 || !this.#handshakeDone || !transport?.writable) return;
+    if (this.#pending || !this.#handshakeDone || !transport?.writable) return;
     transport.send(pingFrame(this.#protocol));
     this.#lastSentAt = now;
   }
@@ -460,7 +463,7 @@ export class Connection implements Addressable {
    * `maximumReceiveMessageSize` bytes the socket stops being read (TCP backpressure) until then.
    */
   #wait(payload: Frame): void {
-    this.#waitingFrames.push(payload);
+    (this.#waitingFrames ??= []).push(payload);
     this.#waitingBytes += payload.length;
     if (this.#waitingBytes > this.#host.options.maximumReceiveMessageSize && !this.#readPaused) {
       this.#readPaused = true;
@@ -475,15 +478,15 @@ export class Connection implements Addressable {
     (this.#transport as Transport).send(ok);
     this.#handshakeDone = true;
     this.#lastSentAt = Date.now();
-    if (this.#pending.length > 0) this.#scheduleFlush();
+    if (this.#pending) this.#scheduleFlush();
   }
 
   #opened(): void {
     if (this.#state !== 'starting') return;
     this.#state = 'open';
     this.#schedule();
-    const waiting = this.#waitingFrames;
-    this.#waitingFrames = [];
+    const waiting = this.#waitingFrames ?? [];
+    this.#waitingFrames = undefined;
     this.#waitingBytes = 0;
     try {
       for (const payload of waiting) this.#processFrame(payload);
@@ -592,7 +595,7 @@ export class Connection implements Addressable {
   #onInvocation(message: InvocationMessage | StreamInvocationMessage): void {
     const streaming = message.type === MessageType.StreamInvocation || (message.streamIds?.length ?? 0) > 0;
     if (!streaming) {
-      this.#queue.push(() => this.#invoke(message, message.arguments, []));
+      (this.#queue ??= []).push(() => this.#invoke(message, message.arguments, []));
       return this.#pump();
     }
     // note: as in SignalR, stream invocations and invocations with upload streams take no slot: an
@@ -629,8 +632,8 @@ export class Connection implements Addressable {
 
   #pump(): void {
     const max = this.#host.options.maximumParallelInvocationsPerClient;
-    while (this.#running < max && this.#queue.length > 0) {
-      const run = this.#queue.shift() as () => Promise<void>;
+    while (this.#running < max && (this.#queue?.length ?? 0) > 0) {
+      const run = this.#queue?.shift() as () => Promise<void>;
       this.#running++;
       run().finally(() => {
         this.#running--;
@@ -648,7 +651,7 @@ export class Connection implements Addressable {
     const transport = this.#transport;
     if (!transport) return;
     const full =
-      this.#queue.length >= this.#host.options.maxQueuedInvocationsPerClient ||
+      (this.#queue?.length ?? 0) >= this.#host.options.maxQueuedInvocationsPerClient ||
       (this.#fullUploads?.size ?? 0) > 0;
     if (full && !this.#readPaused) {
       this.#readPaused = true;
@@ -826,7 +829,7 @@ export class Connection implements Addressable {
   #enqueue(frame: Frame): void {
     const transport = this.#transport;
     if (!transport || (this.#state !== 'open' && this.#state !== 'starting')) return;
-    this.#pending.push(frame);
+    (this.#pending ??= []).push(frame);
     this.#pendingBytes += frame.length;
     if (this.#pendingBytes + transport.bufferedAmount > this.#host.options.maxBufferedBytesPerClient) {
       return this.#onSlowConsumer(transport);
@@ -858,9 +861,10 @@ export class Connection implements Addressable {
   #flush(): void {
     this.#flushScheduled = false;
     const transport = this.#transport;
-    if (!this.#handshakeDone || this.#pending.length === 0 || !transport?.writable) return;
-    const data = concatFrames(this.#pending);
-    this.#pending = [];
+    const pending = this.#pending;
+    if (!this.#handshakeDone || !pending || !transport?.writable) return;
+    const data = concatFrames(pending);
+    this.#pending = undefined;
     this.#pendingBytes = 0;
     transport.send(data);
     this.#lastSentAt = Date.now();
@@ -872,7 +876,7 @@ export class Connection implements Addressable {
       { bufferedBytes: transport.bufferedAmount + this.#pendingBytes, limit, transport: transport.kind },
       'slow consumer disconnected',
     );
-    this.#pending = [];
+    this.#pending = undefined;
     this.#pendingBytes = 0;
     // note: the socket is backed up, so a Close message would queue behind everything else: terminate.
     transport.terminate();
@@ -904,13 +908,13 @@ export class Connection implements Addressable {
   #onTransportClose(transport: Transport, clean: boolean, reason: string): void {
     if (transport !== this.#transport) return;
     this.#transport = undefined;
-    this.#pending = [];
+    this.#pending = undefined;
     this.#pendingBytes = 0;
     if (this.#state === 'ended') return;
     // note: like ASP.NET, only an unclean close keeps a stateful connection waiting for its client.
     if (this.#state === 'open' && this.#resume?.resumable && !clean) {
       this.#state = 'detached';
-      this.#detachedAt = Date.now();
+      this.#since = Date.now();
       this.#readPaused = false;
       this.#schedule();
       this.#log.debug({ reason }, 'socket dropped; waiting for a stateful reconnect');
@@ -938,8 +942,8 @@ export class Connection implements Addressable {
     for (const upload of this.#uploads?.values() ?? []) upload.end('The connection ended.');
     this.#uploads = undefined;
     this.#fullUploads = undefined;
-    this.#queue.length = 0;
-    this.#waitingFrames = [];
+    this.#queue = undefined;
+    this.#waitingFrames = undefined;
     this.#waitingBytes = 0;
     this.#host.ended(this, error, { registered, connected: this.#onConnectedCalled });
   }
