@@ -275,6 +275,7 @@ async function measure(system, tag) {
     const rssBefore = rssBytes(server.pid);
     const heapBefore = system === 'relayhub' ? await relayhubHeap(server.port) : undefined;
     const base = Math.floor(connections / clientProcs);
+    const openCpu0 = cpuSeconds(server.pid);
     const t0 = performance.now();
     const opened = await ask(clients, { type: 'open' }, 'opened', (m, i) => ({
       ...m,
@@ -287,6 +288,7 @@ async function measure(system, tag) {
       },
     }));
     const openMs = performance.now() - t0;
+    const openCpu = cpuSeconds(server.pid) - openCpu0;
     const count = opened.reduce((sum, o) => sum + o.opened, 0);
     const failed = opened.reduce((sum, o) => sum + o.failed, 0);
     const firstError = opened.find((o) => o.firstError)?.firstError;
@@ -316,6 +318,7 @@ async function measure(system, tag) {
         : {}),
       idleCpuPercent: Number(idleCpuPercent.toFixed(2)),
       connectionsPerSecond: Math.round(count / (openMs / 1_000)),
+      openCpuMicrosPerConnection: Math.round((openCpu / Math.max(1, count)) * 1e6),
       openSeconds: Number((openMs / 1_000).toFixed(2)),
       loadAverage: Number(load.toFixed(2)),
       warnings: server.warnings,
@@ -350,15 +353,17 @@ for (const system of systems) {
         ? `(V8 heap used ${r.heapUsedBytesPerConnection} B/connection, committed ` +
           `${r.heapTotalBytesPerConnection} B/connection, new space ${(r.newSpaceBytes / 2 ** 20).toFixed(1)} MiB) `
         : '') +
-      `(${r.openSeconds} s), load average ${r.loadAverage}`,
+      `(${r.openSeconds} s; server CPU ${r.openCpuMicrosPerConnection} us per connection opened), ` +
+      `load average ${r.loadAverage}`,
   );
   for (const warning of r.warnings) console.log(`    ${system} logged: ${warning}`);
 }
 
 const row = (name, r) =>
-  `| ${name.padEnd(8)} | ${String(r.rssBytesPerConnection).padStart(10)} | ${r.idleCpuPercent.toFixed(2).padStart(9)} | ${String(r.connectionsPerSecond).padStart(13)} |`;
-console.log('\n| system   | B RSS/conn | idle CPU% | connections/s |');
-console.log('|----------|------------|-----------|---------------|');
+  `| ${name.padEnd(8)} | ${String(r.rssBytesPerConnection).padStart(10)} | ${r.idleCpuPercent.toFixed(2).padStart(9)} | ` +
+  `${String(r.connectionsPerSecond).padStart(13)} | ${String(r.openCpuMicrosPerConnection).padStart(17)} |`;
+console.log('\n| system   | B RSS/conn | idle CPU% | connections/s | server us/opened |');
+console.log('|----------|------------|-----------|---------------|------------------|');
 for (const system of systems) console.log(row(system, results[system]));
 
 const ratios = {};
@@ -370,10 +375,14 @@ for (const other of ['socketio', 'ws']) {
     rssBytesPerConnection: Number((relayhub.rssBytesPerConnection / o.rssBytesPerConnection).toFixed(2)),
     idleCpuPercent: Number((relayhub.idleCpuPercent / Math.max(0.01, o.idleCpuPercent)).toFixed(2)),
     connectionsPerSecond: Number((relayhub.connectionsPerSecond / o.connectionsPerSecond).toFixed(2)),
+    openCpuPerConnection: Number(
+      (relayhub.openCpuMicrosPerConnection / Math.max(1, o.openCpuMicrosPerConnection)).toFixed(2),
+    ),
   };
   console.log(
     `relayhub / ${other}: RSS per connection ${ratios[other].rssBytesPerConnection}x, idle CPU ` +
-      `${ratios[other].idleCpuPercent}x, connections/s ${ratios[other].connectionsPerSecond}x`,
+      `${ratios[other].idleCpuPercent}x, connections/s ${ratios[other].connectionsPerSecond}x, server CPU ` +
+      `per connection opened ${ratios[other].openCpuPerConnection}x`,
   );
 }
 if (relayhub) {
