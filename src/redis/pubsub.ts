@@ -66,6 +66,8 @@ export class PubSubBus {
   readonly #sub: RedisClient | undefined;
   /** Sharded mode: one subscriber connection per primary, following the cluster's slot map. */
   readonly #sharded: ShardedSubscriber | undefined;
+  /** Classic mode: the channels asked for in this event-loop turn, sent as one SUBSCRIBE at its end. */
+  #subscribing: { channels: string[]; send: () => void; sent: Promise<unknown> } | undefined;
   readonly #events: PubSubBusEvents;
   readonly #log: Logger;
   readonly #probes: StallProbe[] = [];
@@ -193,9 +195,41 @@ export class PubSubBus {
     const sub = this.#sub as RedisClient;
     // note: while Redis is away, the subscription is queued and sent on reconnect instead of holding up
     // the connection that asked for it.
-    const pending = sub.subscribe(channel);
+    const pending = this.#subscribeSoon(sub, channel);
     if (sub.status === 'ready') await pending;
     else pending.catch((error: unknown) => this.#log.warn({ err: error, channel }, 'subscribe failed'));
+  }
+
+  /**
+   * Joins the subscriptions asked for in one event-loop turn (a burst of connections registering, each
+   * following its own channel) into one SUBSCRIBE of up to {@link UNSUBSCRIBE_BATCH} channels, sent in
+   * the turn's check phase: one command and one socket write instead of one per connection.
+   */
+  #subscribeSoon(sub: RedisClient, channel: string): Promise<unknown> {
+    let batch = this.#subscribing;
+    if (batch && batch.channels.length >= UNSUBSCRIBE_BATCH) {
+      // note: a full batch goes now, so that at most one waits (and unsubscribe can send it first).
+      batch.send();
+      batch = undefined;
+    }
+    if (!batch) {
+      const channels: string[] = [];
+      let send!: () => void;
+      const sent = new Promise((resolve, reject) => {
+        let done = false;
+        send = () => {
+          if (done) return;
+          done = true;
+          if (this.#subscribing?.channels === channels) this.#subscribing = undefined;
+          sub.subscribe(...channels).then(resolve, reject);
+        };
+      });
+      batch = { channels, send, sent };
+      this.#subscribing = batch;
+      setImmediate(send);
+    }
+    batch.channels.push(channel);
+    return batch.sent;
   }
 
   /** Unsubscribes from channels, in commands of up to {@link UNSUBSCRIBE_BATCH} channels. */
@@ -206,6 +240,9 @@ export class PubSubBus {
       return;
     }
     const sub = this.#sub as RedisClient;
+    // note: a SUBSCRIBE still waiting for the end of the turn goes first, so that Redis sees the two in
+    // the order they were asked for (a connection may follow and unfollow its channel in one turn).
+    this.#subscribing?.send();
     const pending: Promise<unknown>[] = [];
     for (let at = 0; at < channels.length; at += UNSUBSCRIBE_BATCH) {
       pending.push(sub.unsubscribe(...channels.slice(at, at + UNSUBSCRIBE_BATCH)));
