@@ -23,6 +23,14 @@ const TOKEN_BYTES = AT_MAC + MAC_BYTES;
 const TOKEN_CHARS = Math.ceil((TOKEN_BYTES * 4) / 3);
 const STATEFUL = 1;
 
+/**
+ * The connection token secret `relayhub serve` uses when only JWT_SECRET is set: derived from it (an
+ * HMAC, so never the JWT key itself), hence the same on every instance that shares JWT_SECRET.
+ */
+export function connectionTokenSecretFrom(jwtSecret: string): string {
+  return createHmac('sha256', jwtSecret).update('relayhub connection token secret').digest('hex');
+}
+
 /** What a valid token says. */
 export interface TokenClaims {
   connectionId: string;
