@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { ConnectionTokens } from '../../src/hub/connection-token.js';
 import type { HubDefinition } from '../../src/hub/hub.js';
+import { runCli } from '../helpers/cli.js';
 import { negotiate, RawClient, upgradeStatus } from '../helpers/raw-ws.js';
 import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -106,5 +107,13 @@ describe('connection tokens on one instance', () => {
     const end = await fetch(`${server.url(HUB)}?id=${token}`, { method: 'DELETE', headers: bearer(alice) });
     expect(end.status).toBe(202);
     await waitFor(() => server?.server.connectionCount === 0);
+  });
+
+  it('relayhub serve refuses a CONNECTION_TOKEN_SECRET shorter than 32 bytes in one line (exit 2)', async () => {
+    const { code, output } = await runCli(['serve', '--port', '0'], { CONNECTION_TOKEN_SECRET: 'too-short' });
+    expect(code).toBe(2);
+    expect(output.trim()).toBe(
+      'relayhub: The connection token secret is 9 bytes; it needs at least 32. Set CONNECTION_TOKEN_SECRET to a random string, e.g. `openssl rand -hex 32`.',
+    );
   });
 });
