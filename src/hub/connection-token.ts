@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
 import { RelayhubError } from '../errors.js';
 import type { Principal } from './auth.js';
 import type { Connection } from './connection.js';
@@ -93,7 +93,7 @@ export class ConnectionTokens {
   issue(userId: string | undefined, stateful: boolean): { connectionId: string; token: string } {
     const bytes = Buffer.alloc(TOKEN_BYTES);
     bytes[0] = VERSION;
-    randomBytes(ID_BYTES).copy(bytes, AT_ID);
+    randomFillSync(bytes, AT_ID, ID_BYTES);
     bytes.writeUIntBE(this.#now() + this.#lifetimeMs, AT_EXPIRY, 6);
     bytes[AT_FLAGS] = stateful ? STATEFUL : 0;
     this.#issuer.copy(bytes, AT_ISSUER);
