@@ -136,6 +136,10 @@ describe('no sticky sessions: round-robin over 3 instances, WebSockets through n
     };
     await waitFor(() => counts().received >= sent, { timeoutMs: 10_000 }).catch(() => undefined);
     expect(counts()).toEqual({ sent, received: sent, duplicated: 0, missing: 0, unexpected: 0 });
+    console.info(
+      `no affinity: ${CLIENTS} clients over ${INSTANCES} instances, ${elsewhere.length} with their WebSocket ` +
+        `on another instance than their negotiate; ${JSON.stringify(counts())}`,
+    );
     expect(sent).toBe(CLIENTS * (1 + INSTANCES));
   });
 });
@@ -255,10 +259,10 @@ describe('no sticky sessions: connection ids and stateful reconnect across 2 ins
     received.forEach((r, i) => expect(r).toEqual([`${connections[(i + 9) % 10]?.connectionId}|to ${i}`]));
   });
 
-  it('a stateful reconnect on the other instance after the token expired: 404, onreconnecting, a new connection', async () => {
-    const url = proxy.url('/hubs/api');
-    const connection = buildClient(url, {
-      ...wsOptions(await signToken('stateful-user')),
+  /** A started official client with stateful and automatic reconnect, the instance it is on, its onreconnecting calls. */
+  async function statefulClient(user: string) {
+    const connection = buildClient(proxy.url('/hubs/api'), {
+      ...wsOptions(await signToken(user)),
       statefulReconnect: true,
       reconnectDelays: [0, 200, 500],
     });
@@ -267,7 +271,11 @@ describe('no sticky sessions: connection ids and stateful reconnect across 2 ins
     connection.onreconnecting((error) => reconnecting.push(error));
     await connection.start();
     const first = await connection.invoke<Whoami>('Whoami');
-    const firstAt = started.findIndex((i) => i.pid === first.pid);
+    return { connection, reconnecting, first, firstAt: started.findIndex((i) => i.pid === first.pid) };
+  }
+
+  it('a stateful reconnect on the other instance after the token expired: 404, onreconnecting, a new connection', async () => {
+    const { connection, reconnecting, first, firstAt } = await statefulClient('stateful-user');
     const issued = Date.now();
     await waitFor(() => Date.now() - issued > TOKEN_LIFETIME_MS + 100, { timeoutMs: 5_000 });
     const attempts = proxy.routes.length;
@@ -285,18 +293,7 @@ describe('no sticky sessions: connection ids and stateful reconnect across 2 ins
   });
 
   it('a stateful reconnect that lands elsewhere while the token is still valid is refused there and resumes at home', async () => {
-    const url = proxy.url('/hubs/api');
-    const connection = buildClient(url, {
-      ...wsOptions(await signToken('stateful-user-2')),
-      statefulReconnect: true,
-      reconnectDelays: [0, 200, 500],
-    });
-    clients.add(connection);
-    const reconnecting: unknown[] = [];
-    connection.onreconnecting((error) => reconnecting.push(error));
-    await connection.start();
-    const first = await connection.invoke<Whoami>('Whoami');
-    const firstAt = started.findIndex((i) => i.pid === first.pid);
+    const { connection, reconnecting, first, firstAt } = await statefulClient('stateful-user-2');
     const attempts = proxy.routes.length;
     // note: the first attempt reaches the other instance, which cannot resume it; the next one comes home.
     proxy.routeNextTo(1 - firstAt);
