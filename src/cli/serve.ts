@@ -137,6 +137,11 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   if (!options.jwtSecret) {
     logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
   }
+  if (connectionTokenSecret === undefined && options.backplane !== 'memory') {
+    logger.warn(
+      'Neither CONNECTION_TOKEN_SECRET nor JWT_SECRET is set: each instance signs connection tokens with its own key, so a WebSocket must reach the instance that answered its negotiate (sticky sessions).',
+    );
+  }
   // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
   // record of the event (no log line repeats it).
   process.stdout.write(
