@@ -72,7 +72,7 @@ function wheelResolutionMs(o: HubOptions): number {
 }
 
 /**
- * One hub mounted at one path on this instance: its connections, their heartbeat, and the bridge between
+ * One hub mounted at one path on this instance: its connections, their timer wheel, and the bridge between
  * the server API (`clients`, `groups`) and the backplane.
  */
 export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubContext {
@@ -85,6 +85,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** The app's definition, its methods counted in {@link stats}. */
   readonly definition: HubDefinition;
   readonly #byToken = new Map<string, Connection>();
+  /** Told each token whose connection is forgotten (the server remembers signed ones until they expire). */
+  onTokenForgotten: ((token: string) => void) | undefined;
   /** The message of the latest publish(), which the backplane hands back to deliver() for local delivery. */
   #lastPublished: SharedMessage | undefined;
   #channel: HubChannel | undefined;
@@ -129,10 +131,16 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     this.#wheel.start();
   }
 
-  /** Creates a connection for a negotiate request or a WebSocket without `id` (skipNegotiation). */
-  createConnection(principal: Principal, options: { statefulReconnect: boolean; v0?: boolean }): Connection {
-    const connectionId = newId();
-    const token = options.v0 ? connectionId : newId();
+  /**
+   * Creates a connection for a v0 negotiate, a WebSocket without `id` (skipNegotiation), or (with `ids`)
+   * the first request that presents a signed connection token (src/hub/connection-token.ts).
+   */
+  createConnection(
+    principal: Principal,
+    options: { statefulReconnect: boolean; v0?: boolean; ids?: { connectionId: string; token: string } },
+  ): Connection {
+    const connectionId = options.ids?.connectionId ?? newId();
+    const token = options.ids?.token ?? (options.v0 ? connectionId : newId());
     const connection = new Connection(this, { connectionId, token }, principal, options.statefulReconnect);
     this.#byToken.set(token, connection);
     return connection;
@@ -293,7 +301,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** A long polling connection stays reachable until its last data (its Close message) was polled. */
   #forgetToken(connection: Connection): void {
     const forget = () => {
-      if (this.#byToken.get(connection.token) === connection) this.#byToken.delete(connection.token);
+      if (this.#byToken.get(connection.token) !== connection) return;
+      this.#byToken.delete(connection.token);
+      this.onTokenForgotten?.(connection.token);
     };
     const drained = connection.transport?.drained;
     if (drained) void drained.then(forget);
