@@ -24,18 +24,20 @@ import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import {
+  assertLoopback,
+  envNumber as env,
+  installExitHandlers,
+  root,
+  sleep,
+  stop,
+  ticksPerSecond,
+  track,
+} from './reliable-lib.mjs';
+import { withoutServerSettings } from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..');
 const HUB_PATH = '/hubs/demo';
-
-const env = (name, fallback) => {
-  const value = process.env[name];
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number (got '${value}').`);
-  return n;
-};
 
 const wanted = Math.round(env('BENCH_CONNECTIONS', 20_000));
 const clientProcs = Math.round(env('BENCH_CLIENT_PROCS', 4));
@@ -47,9 +49,7 @@ const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 for (const s of systems) {
   if (!['relayhub', 'socketio', 'ws'].includes(s)) throw new Error(`unknown system '${s}'`);
 }
-if (!/^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(new URL(redisUrl).hostname)) {
-  throw new Error(`BENCH_REDIS_URL must point at a loopback address (got ${redisUrl}).`);
-}
+assertLoopback('BENCH_REDIS_URL', redisUrl);
 
 // ---- the open-files limit ------------------------------------------------------------------------
 
@@ -78,29 +78,7 @@ const limitNote = files.raised
 
 // ---- processes: every child is killed at the end, whatever happens --------------------------------
 
-const children = new Set();
-const killAll = () => {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-};
-process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    killAll();
-    process.exit(130);
-  });
-}
-const deadlineMs = 60_000 + systems.length * (idleMs + settleMs + 90_000 + connections * 3);
-setTimeout(() => {
-  process.stderr.write(`bench: still running after ${deadlineMs} ms, giving up\n`);
-  killAll();
-  process.exit(1);
-}, deadlineMs).unref();
+installExitHandlers(60_000 + systems.length * (idleMs + settleMs + 90_000 + connections * 3));
 
 /** Starts `node args` under `ulimit -n` (with an IPC channel when `ipc`). */
 function startNode(args, { ipc = false } = {}) {
@@ -110,36 +88,7 @@ function startNode(args, { ipc = false } = {}) {
     env: { ...withoutServerSettings(process.env), LOG_LEVEL: 'warn' },
     stdio: ipc ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-function withoutServerSettings(environment) {
-  const copy = { ...environment };
-  for (const name of [
-    'JWT_SECRET',
-    'INSTANCE_ID',
-    'BACKPLANE',
-    'PORT',
-    'HOST',
-    'REDIS_URL',
-    'CHANNEL_PREFIX',
-  ])
-    delete copy[name];
-  return copy;
-}
-
-function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+  return track(child, args[0]);
 }
 
 const serverArgs = (system, tag) => {
@@ -212,13 +161,7 @@ function startServer(system, tag) {
 
 // ---- /proc ------------------------------------------------------------------------------------------
 
-const clockTicks = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
+const clockTicks = ticksPerSecond();
 
 function cpuSeconds(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -245,8 +188,6 @@ async function relayhubHeap(port) {
 }
 
 // ---- one system ---------------------------------------------------------------------------------------
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Sends `message` to every client process and resolves with their answers of type `reply`. */
 const ask = (clients, message, reply, perClient) =>

@@ -11,6 +11,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_HUB_PATH } from '../dist/index.js';
+import { withoutServerSettings } from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -110,23 +111,6 @@ function stop(child) {
     });
     child.kill('SIGTERM');
   });
-}
-
-/** The environment without the variables that `relayhub serve` would read as settings. */
-function withoutServerSettings(environment) {
-  const copy = { ...environment };
-  for (const name of [
-    'JWT_SECRET',
-    'INSTANCE_ID',
-    'BACKPLANE',
-    'PORT',
-    'HOST',
-    'REDIS_URL',
-    'CHANNEL_PREFIX',
-  ]) {
-    delete copy[name];
-  }
-  return copy;
 }
 
 /** Starts a server process and resolves with its port once it prints `... listening on port N`. */

@@ -182,6 +182,8 @@ describe('first run (the CLI as a new user meets it)', () => {
       'ws-server',
       'reliable-clients',
       'negotiate',
+      'connections',
+      'connections-clients',
     ];
     const runs = await Promise.all(
       scripts.map(
