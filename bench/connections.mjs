@@ -143,6 +143,7 @@ function startServer(system, tag) {
         if (
           /"level":(40|50|60)|Error/.test(line) &&
           !line.includes('JWT_SECRET is not set') &&
+          !line.includes('Neither CONNECTION_TOKEN_SECRET nor JWT_SECRET is set') &&
           child.warnings.length < 10
         )
           child.warnings.push(line.slice(0, 300));

@@ -870,7 +870,15 @@ export class Connection implements Addressable {
   static #flushDirty(this: void): void {
     const dirty = Connection.#dirty;
     Connection.#dirty = [];
-    for (const connection of dirty) connection.#flush();
+    for (const connection of dirty) {
+      // note: one connection's failure must not leave the others of the turn unflushed.
+      try {
+        connection.#flush();
+      } catch (error) {
+        connection.#log.error({ err: error }, 'write failed');
+        connection.#end(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
   }
 
   /** Writes everything pending as one payload: both hub protocols allow many messages per frame. */
