@@ -1,0 +1,344 @@
+/**
+ * Several Redis endpoints behind one backplane: one `PubSubBackplane` (or `StreamsBackplane`) per
+ * endpoint, an {@link EndpointRouter} that picks the endpoints of each send, online/offline tracking per
+ * endpoint, failover of what this instance listens on, and a negotiate that sends clients to an online
+ * endpoint (redirecting them to another instance's public URL when this one cannot serve them).
+ */
+import { randomBytes } from 'node:crypto';
+import { type Logger, pino } from 'pino';
+import { RelayhubError } from '../../errors.js';
+import { redactUrl } from '../../redact.js';
+import { describeTarget } from '../../redis/connection.js';
+import { type EndpointConfig, type EndpointType, validateEndpoints } from '../../redis/endpoints.js';
+import type {
+  Backplane,
+  BackplaneHealth,
+  BackplaneSample,
+  HubChannel,
+  LocalHub,
+  LocalUsers,
+  ReliableLane,
+} from '../backplane.js';
+import { PubSubBackplane } from '../pubsub/pubsub-backplane.js';
+import { StreamsBackplane, type StreamsBackplaneOptions } from '../streams/streams-backplane.js';
+import type { DedupWindowOptions } from './dedup-window.js';
+import { type EndpointHealthReport, EndpointMonitor } from './endpoint-health.js';
+import {
+  DefaultEndpointRouter,
+  type EndpointRouter,
+  type EndpointView,
+  type NegotiateRequest,
+} from './endpoint-router.js';
+import { DedupLocal, EndpointsChannel } from './endpoints-channel.js';
+import { EndpointsLane } from './endpoints-lane.js';
+
+export interface EndpointsBackplaneOptions extends Omit<StreamsBackplaneOptions, 'redis' | 'redisUrl'> {
+  /**
+   * The backplane on each endpoint: `pubsub` (at most once) or `streams` (plus the reliable lane).
+   * @default 'pubsub'
+   */
+  kind?: 'pubsub' | 'streams';
+  /** The endpoints: at least one, unique names, each with its Redis (one node or a Cluster) and type. */
+  endpoints: readonly EndpointConfig[];
+  /** @default new DefaultEndpointRouter() */
+  router?: EndpointRouter;
+  /**
+   * This instance's public base URL. Negotiate redirects a client to the endpoint it chose when that
+   * endpoint's `publicUrl` is set and differs from this one. Without it, an endpoint counts as this
+   * instance's own when it is one of its primaries.
+   * @default undefined
+   */
+  selfUrl?: string;
+  /**
+   * How often each endpoint's health is read. An endpoint whose connection closed is seen offline within
+   * this time; one that stops answering within `2 × healthProbeIntervalMs` plus this time.
+   * @default 250
+   */
+  endpointCheckIntervalMs?: number;
+  /** The window of message ids that makes each connection receive a send once. */
+  dedup?: DedupWindowOptions;
+}
+
+/** `health()` of the endpoints backplane: the totals, and a record per endpoint. */
+export interface EndpointsHealth extends BackplaneHealth {
+  endpoints: EndpointHealthReport[];
+}
+
+/** What negotiate does with a request; see {@link EndpointsBackplane.negotiate}. */
+export type NegotiateDecision =
+  { kind: 'serve' } | { kind: 'redirect'; baseUrl: string } | { kind: 'answered' } | { kind: 'unavailable' };
+
+interface Slot {
+  readonly name: string;
+  readonly type: EndpointType;
+  readonly publicUrl: string | undefined;
+  readonly redis: string;
+  readonly inner: PubSubBackplane | StreamsBackplane;
+}
+
+const DEFAULT_CHECK_INTERVAL_MS = 250;
+
+function checkBaseUrl(value: string, what: string): string {
+  if (!/^https?:\/\/[^\s/]+/.test(value)) {
+    throw new RelayhubError('ERR_CONFIG', `${what} '${value}' is not an http(s) URL.`, {
+      remedy: 'Give the public base URL of the instances, e.g. https://east.example.com.',
+    });
+  }
+  return value.replace(/\/+$/, '');
+}
+
+/**
+ * The backplane over several Redis endpoints (`createBackplane(kind, { endpoints })` builds one).
+ *
+ * - **Listening**: this instance receives sends to its connections, users and groups through its online
+ *   primaries, and through its online secondaries while no primary is online (the broadcast channel and
+ *   its reply channel are subscribed on every endpoint). When that set changes, it subscribes on the new
+ *   endpoints before leaving the old ones; what was published to it in between over an endpoint that
+ *   went down is missed and counted (`possibleGaps`).
+ * - **Sending**: each send goes to the endpoints the router picks (default: every online endpoint; only
+ *   the owning endpoint for a connection of this instance). Delivery is **at most once**, as on one Redis,
+ *   and each connection receives a send **once** however many endpoints carried it (a message id,
+ *   remembered in a bounded window). A send fails (`ERR_BACKPLANE_UNAVAILABLE`) only when no endpoint
+ *   took it; local connections have it anyway.
+ * - **Reliable lane** (`kind: 'streams'`): each user's inbox on the router's `inboxEndpoint`; while that
+ *   endpoint is offline, sends to the user reject with `ERR_BACKPLANE_UNAVAILABLE` and nothing is lost.
+ * - **Online**: an endpoint is online while its connections are up and Redis answers its PING in time,
+ *   checked every `endpointCheckIntervalMs`; each change is logged once and counted (`health()`).
+ * - Every endpoint must be reachable when the backplane opens.
+ */
+export class EndpointsBackplane implements Backplane {
+  readonly kind: 'pubsub' | 'streams';
+  readonly instanceId: string;
+  readonly router: EndpointRouter;
+  readonly openReliable?: (hub: string, users: LocalUsers) => Promise<ReliableLane>;
+  readonly #slots: readonly Slot[];
+  readonly #selfUrl: string | undefined;
+  readonly #monitor: EndpointMonitor;
+  readonly #checkIntervalMs: number;
+  readonly #dedup: DedupWindowOptions;
+  readonly #log: Logger;
+  readonly #channels = new Set<EndpointsChannel>();
+  #listening = new Set<string>();
+  #relistening: Promise<void> = Promise.resolve();
+  #monitoring = false;
+  /** Opens (of hubs, of lanes) under way: their connections are not up yet, so checks wait. */
+  #opening = 0;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: EndpointsBackplaneOptions) {
+    const {
+      kind = 'pubsub',
+      endpoints,
+      router,
+      selfUrl,
+      endpointCheckIntervalMs,
+      dedup,
+      ...shared
+    } = options;
+    if (kind !== 'pubsub' && kind !== 'streams') {
+      throw new RelayhubError(
+        'ERR_CONFIG',
+        `Endpoints need the 'pubsub' or 'streams' backplane, not '${String(kind)}'.`,
+      );
+    }
+    const checked = validateEndpoints(endpoints ?? []);
+    this.kind = kind;
+    this.instanceId = shared.instanceId ?? randomBytes(6).toString('hex');
+    this.router = router ?? new DefaultEndpointRouter();
+    this.#selfUrl = selfUrl === undefined ? undefined : checkBaseUrl(selfUrl, 'selfUrl');
+    this.#checkIntervalMs = endpointCheckIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS;
+    this.#dedup = dedup ?? {};
+    const logger = shared.logger ?? pino({ level: 'silent' });
+    this.#log = logger.child({ backplane: 'endpoints', instance: this.instanceId });
+    this.#slots = checked.map((endpoint) => {
+      const innerOptions: StreamsBackplaneOptions = {
+        ...shared,
+        redis: endpoint.redis,
+        instanceId: this.instanceId,
+        logger: logger.child({ endpoint: endpoint.name }),
+      };
+      return {
+        name: endpoint.name,
+        type: endpoint.type,
+        publicUrl:
+          endpoint.publicUrl === undefined
+            ? undefined
+            : checkBaseUrl(endpoint.publicUrl, `The publicUrl of endpoint '${endpoint.name}'`),
+        redis: redactUrl(describeTarget(endpoint.redis)),
+        inner: kind === 'streams' ? new StreamsBackplane(innerOptions) : new PubSubBackplane(innerOptions),
+      };
+    });
+    this.#monitor = new EndpointMonitor(
+      this.#slots.map((slot) => ({ name: slot.name, check: () => slot.inner.health().status === 'ready' })),
+      this.#log,
+      () => this.#relisten(),
+      () => this.#opening > 0,
+    );
+    if (kind === 'streams') this.openReliable = (hub, users) => this.#openReliable(hub, users);
+  }
+
+  /** Every endpoint as this instance sees it now. */
+  views(): EndpointView[] {
+    return this.#slots.map((slot) => ({
+      name: slot.name,
+      type: slot.type,
+      online: this.#monitor.online(slot.name),
+      listening: this.#listening.has(slot.name),
+      ...(slot.publicUrl !== undefined ? { publicUrl: slot.publicUrl } : {}),
+    }));
+  }
+
+  async open(hub: string, local: LocalHub): Promise<HubChannel> {
+    if (this.#closing) throw new RelayhubError('ERR_CLOSED', 'The backplane is closed.');
+    const dedup = new DedupLocal(local, this.#dedup);
+    this.#opening++;
+    const opened = await Promise.allSettled(this.#slots.map((slot) => slot.inner.open(hub, dedup))).finally(
+      () => this.#opening--,
+    );
+    const inner = new Map<string, HubChannel>();
+    opened.forEach((o, i) => {
+      if (o.status === 'fulfilled') inner.set((this.#slots[i] as Slot).name, o.value);
+    });
+    const failed = opened.findIndex((o) => o.status === 'rejected');
+    if (failed >= 0) {
+      await Promise.allSettled([...inner.values()].map((c) => c.close()));
+      const reason = (opened[failed] as PromiseRejectedResult).reason as unknown;
+      throw new RelayhubError(
+        'ERR_BACKPLANE_UNAVAILABLE',
+        `Redis endpoint '${(this.#slots[failed] as Slot).name}' is unreachable: ${reason instanceof Error ? reason.message : String(reason)}`,
+        {
+          remedy: 'Every endpoint must be reachable at start; check its URL and that Redis runs.',
+          cause: reason,
+        },
+      );
+    }
+    const channel = new EndpointsChannel(
+      { router: this.router, views: () => this.views() },
+      local,
+      dedup,
+      inner,
+    );
+    this.#channels.add(channel);
+    if (!this.#monitoring) {
+      this.#monitoring = true;
+      this.#monitor.start(this.#checkIntervalMs);
+      this.#listening = this.#wanted();
+    }
+    await channel.listenOn(this.#listening);
+    return channel;
+  }
+
+  async #openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
+    const lanes = new Map<string, ReliableLane>();
+    this.#opening++;
+    const opened = await Promise.allSettled(
+      this.#slots.map((slot) => (slot.inner as StreamsBackplane).openReliable(hub, users)),
+    ).finally(() => this.#opening--);
+    opened.forEach((o, i) => {
+      if (o.status === 'fulfilled') lanes.set((this.#slots[i] as Slot).name, o.value);
+    });
+    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      await Promise.allSettled([...lanes.values()].map((lane) => lane.close()));
+      throw failed.reason;
+    }
+    // note: the monitor starts with the first open(): the lane's connections count from now on.
+    return new EndpointsLane(lanes, this.router, () => this.views());
+  }
+
+  /** Online primaries; else online secondaries; else none. */
+  #wanted(): Set<string> {
+    const online = this.#slots.filter((slot) => this.#monitor.online(slot.name));
+    const primaries = online.filter((slot) => slot.type === 'primary');
+    return new Set((primaries.length > 0 ? primaries : online).map((slot) => slot.name));
+  }
+
+  /** Moves every hub's listening to the endpoints wanted now, one move at a time. */
+  #relisten(): void {
+    this.#relistening = this.#relistening.then(async () => {
+      if (this.#closing) return;
+      const next = this.#wanted();
+      const same = next.size === this.#listening.size && [...next].every((n) => this.#listening.has(n));
+      if (same) return;
+      this.#log.warn({ from: [...this.#listening], to: [...next] }, 'listening on other Redis endpoints');
+      this.#listening = next;
+      await Promise.allSettled([...this.#channels].map((channel) => channel.listenOn(next)));
+    });
+  }
+
+  /**
+   * What negotiate does: asks the router for an endpoint; `serve` it here, `redirect` the client to the
+   * endpoint's public URL (set and not this instance's own), `unavailable` (503) when the router found
+   * none, `answered` when the router answered the request itself.
+   */
+  async negotiate(request: NegotiateRequest): Promise<NegotiateDecision> {
+    const chosen = await this.router.negotiateEndpoint(request, this.views());
+    if (request.res.headersSent || request.res.writableEnded) return { kind: 'answered' };
+    if (!chosen) return { kind: 'unavailable' };
+    const own = this.#selfUrl !== undefined ? chosen.publicUrl === this.#selfUrl : chosen.type === 'primary';
+    if (chosen.publicUrl !== undefined && !own) return { kind: 'redirect', baseUrl: chosen.publicUrl };
+    return { kind: 'serve' };
+  }
+
+  health(): EndpointsHealth {
+    const reports = this.#slots.map((slot): EndpointHealthReport => {
+      const inner = slot.inner.health();
+      return {
+        name: slot.name,
+        type: slot.type,
+        redis: slot.redis,
+        online: this.#monitor.online(slot.name),
+        listening: this.#listening.has(slot.name),
+        ...this.#monitor.record(slot.name),
+        possibleGaps: inner.possibleGaps,
+        failedSends: inner.failedSends,
+      };
+    });
+    const listening = reports.filter((r) => r.listening && r.online);
+    const hasPrimary = this.#slots.some((slot) => slot.type === 'primary');
+    const serving = listening.some((r) => r.type === 'primary' || !hasPrimary);
+    return {
+      status: this.#closing ? 'down' : serving ? 'ready' : 'degraded',
+      possibleGaps: reports.reduce((total, r) => total + r.possibleGaps, 0),
+      failedSends: reports.reduce((total, r) => total + r.failedSends, 0),
+      endpoints: reports,
+    };
+  }
+
+  async sample(hubs: readonly string[]): Promise<BackplaneSample> {
+    const samples = await Promise.all(
+      this.#slots.map((slot) =>
+        this.#monitor.online(slot.name) ? slot.inner.sample(hubs).catch(() => undefined) : undefined,
+      ),
+    );
+    const channelSubscribers: Record<string, number> = {};
+    let subscriptions = 0;
+    for (const sample of samples) {
+      if (!sample) continue;
+      subscriptions += sample.subscriptions;
+      // note: every instance subscribes to the broadcast channel on every endpoint: the largest count
+      // is the number of instances.
+      for (const [hub, count] of Object.entries(sample.channelSubscribers)) {
+        channelSubscribers[hub] = Math.max(channelSubscribers[hub] ?? 0, count);
+      }
+    }
+    return {
+      endpoints: this.#slots.map((slot, i) => ({
+        endpoint: `${slot.name}=${slot.redis}`,
+        up: samples[i] !== undefined && this.#monitor.online(slot.name),
+      })),
+      subscriptions,
+      channelSubscribers,
+    };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#monitor.close();
+      await this.#relistening.catch(() => undefined);
+      await Promise.allSettled([...this.#channels].map((channel) => channel.close()));
+      await Promise.allSettled(this.#slots.map((slot) => slot.inner.close()));
+    })();
+    return this.#closing;
+  }
+}
