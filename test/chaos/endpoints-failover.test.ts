@@ -60,19 +60,29 @@ describe('endpoints failover: hub A (primary a, secondary b) and hub B (primary 
 
   beforeAll(async () => {
     [a, b] = await Promise.all([startRedisServer(), startRedisServer()]);
-    const [portA, portB] = [await freePort(), await freePort()];
-    const publicUrls = `a=http://127.0.0.1:${portA} b=http://127.0.0.1:${portB}`;
-    const start = (port: number, endpoints: string) =>
-      instances.start({
-        redisUrl: a.url,
-        channelPrefix,
-        args: ['--port', String(port)],
-        env: { REDIS_ENDPOINTS: endpoints, PUBLIC_URLS: publicUrls },
-      });
-    [hubA, hubB] = await Promise.all([
-      start(portA, `a=${a.url} b:secondary=${b.url}`),
-      start(portB, `a:secondary=${a.url}\nb=${b.url}`),
-    ]);
+    // note: PUBLIC_URLS names both ports before either instance listens: free ports are picked first,
+    // and picked again when another process took one meanwhile.
+    for (let attempt = 1; ; attempt++) {
+      const [portA, portB] = [await freePort(), await freePort()];
+      const publicUrls = `a=http://127.0.0.1:${portA} b=http://127.0.0.1:${portB}`;
+      const start = (port: number, endpoints: string) =>
+        instances.start({
+          redisUrl: a.url,
+          channelPrefix,
+          args: ['--port', String(port)],
+          env: { REDIS_ENDPOINTS: endpoints, PUBLIC_URLS: publicUrls },
+        });
+      try {
+        [hubA, hubB] = await Promise.all([
+          start(portA, `a=${a.url} b:secondary=${b.url}`),
+          start(portB, `a:secondary=${a.url}\nb=${b.url}`),
+        ]);
+        break;
+      } catch (error) {
+        await instances.stopAll();
+        if (attempt === 3 || !String(error).includes('EADDRINUSE')) throw error;
+      }
+    }
     expect(hubA.output()).toContain('endpoints a:primary b:secondary');
     alice = await clients.connect(hubA.url(), { token: await signToken('alice') });
     bob = await clients.connect(hubB.url(), { token: await signToken('bob') });
