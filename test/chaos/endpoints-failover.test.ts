@@ -166,6 +166,14 @@ describe('endpoints failover: hub A (primary a, secondary b) and hub B (primary 
         () => flowingSince(aliceGot, 'alice', returnedAt) && flowingSince(bobGot, 'bob', returnedAt),
         { message: 'messages to flow after A returned to a' },
       );
+      // each change logged once by A: a offline, a online again
+      const logged = (message: string) =>
+        hubA
+          .output()
+          .split('\n')
+          .filter((line) => line.includes(`"msg":"${message}"`) && line.includes('"endpoint":"a"')).length;
+      expect(logged('Redis endpoint offline')).toBe(1);
+      expect(logged('Redis endpoint online again')).toBe(1);
       const back = await healthOf(hubA);
       expect(endpoint(back, 'a')).toMatchObject({ online: true, listening: true, outages: 1 });
       expect(back.status).toBe('ok');

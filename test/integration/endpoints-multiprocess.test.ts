@@ -127,6 +127,11 @@ describe('two Redis endpoints, hub A (primary east) and hub B (primary west) as 
     expect(listening(await healthOf(hubA))).toEqual(['east:primary:true:true', 'west:secondary:true:false']);
     expect(listening(await healthOf(hubB))).toEqual(['east:secondary:true:false', 'west:primary:true:true']);
     expect((await healthOf(hubA)).status).toBe('ok');
+    // metrics: one relayhub_backplane_up series per endpoint
+    const metrics = await (await fetch(hubA.url('/metrics'))).text();
+    const [east, west] = servers as [RedisServer, RedisServer];
+    expect(metrics).toContain(`relayhub_backplane_up{endpoint="east=${east.url}"} 1`);
+    expect(metrics).toContain(`relayhub_backplane_up{endpoint="west=${west.url}"} 1`);
   });
 
   it('broadcasts, group, user and connection sends from either side reach exactly the right clients, once', async () => {
