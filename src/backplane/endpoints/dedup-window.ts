@@ -78,6 +78,11 @@ export class DedupWindow<V = true> {
     return true;
   }
 
+  /** Forgets `key`. */
+  delete(key: string): void {
+    this.#seen.delete(key);
+  }
+
   #expire(now: number): void {
     for (const [key, entry] of this.#seen) {
       if (now - entry.at <= this.#windowMs) return;

@@ -96,9 +96,10 @@ export class DedupLocal implements LocalHub {
     const known = this.#requests.get(key) as Promise<boolean> | undefined;
     if (known) return known;
     const pending = act(value);
-    // note: not local (false) is not remembered: the copy that reaches the owner must still act.
+    this.#requests.add(key, pending);
+    // note: "not local" (false) is forgotten: the sender's own local attempt must not stop the owner's.
     void pending.then(
-      (done) => done && this.#requests.add(key, pending),
+      (done) => done || this.#requests.delete(key),
       () => undefined,
     );
     return pending;
