@@ -7,9 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Logger, pino } from 'pino';
 import { RelayhubError } from '../../errors.js';
-import { redactUrl } from '../../redact.js';
-import { describeTarget } from '../../redis/connection.js';
-import { type EndpointConfig, type EndpointType, validateEndpoints } from '../../redis/endpoints.js';
+import { type EndpointConfig, validateEndpoints } from '../../redis/endpoints.js';
 import type {
   Backplane,
   BackplaneHealth,
@@ -19,8 +17,7 @@ import type {
   LocalUsers,
   ReliableLane,
 } from '../backplane.js';
-import { PubSubBackplane } from '../pubsub/pubsub-backplane.js';
-import { StreamsBackplane, type StreamsBackplaneOptions } from '../streams/streams-backplane.js';
+import type { StreamsBackplaneOptions } from '../streams/streams-backplane.js';
 import type { DedupWindowOptions } from './dedup-window.js';
 import { type EndpointHealthReport, EndpointMonitor } from './endpoint-health.js';
 import {
@@ -31,6 +28,7 @@ import {
 } from './endpoint-router.js';
 import { DedupLocal, EndpointsChannel } from './endpoints-channel.js';
 import { EndpointsLane } from './endpoints-lane.js';
+import { EndpointSlot, type OpenedHub, type OpenedLane, type SlotContext } from './endpoint-slot.js';
 
 export interface EndpointsBackplaneOptions extends Omit<StreamsBackplaneOptions, 'redis' | 'redisUrl'> {
   /**
@@ -68,14 +66,6 @@ export interface EndpointsHealth extends BackplaneHealth {
 export type NegotiateDecision =
   { kind: 'serve' } | { kind: 'redirect'; baseUrl: string } | { kind: 'answered' } | { kind: 'unavailable' };
 
-interface Slot {
-  readonly name: string;
-  readonly type: EndpointType;
-  readonly publicUrl: string | undefined;
-  readonly redis: string;
-  readonly inner: PubSubBackplane | StreamsBackplane;
-}
-
 const DEFAULT_CHECK_INTERVAL_MS = 250;
 
 function checkBaseUrl(value: string, what: string): string {
@@ -104,14 +94,18 @@ function checkBaseUrl(value: string, what: string): string {
  *   endpoint is offline, sends to the user reject with `ERR_BACKPLANE_UNAVAILABLE` and nothing is lost.
  * - **Online**: an endpoint is online while its connections are up and Redis answers its PING in time,
  *   checked every `endpointCheckIntervalMs`; each change is logged once and counted (`health()`).
- * - Every endpoint must be reachable when the backplane opens.
+ * - **Start**: an endpoint unreachable when a hub opens is left out and tried again in the background
+ *   (backing off up to 5 s); it joins (and counts as online) once its Redis answers. At least one
+ *   endpoint must be reachable.
  */
 export class EndpointsBackplane implements Backplane {
   readonly kind: 'pubsub' | 'streams';
   readonly instanceId: string;
   readonly router: EndpointRouter;
   readonly openReliable?: (hub: string, users: LocalUsers) => Promise<ReliableLane>;
-  readonly #slots: readonly Slot[];
+  readonly #slots: readonly EndpointSlot[];
+  /** The hubs and reliable lanes opened so far (an endpoint attached late opens them too). */
+  readonly #opened: { hubs: OpenedHub[]; lanes: OpenedLane[] } = { hubs: [], lanes: [] };
   readonly #selfUrl: string | undefined;
   readonly #monitor: EndpointMonitor;
   readonly #checkIntervalMs: number;
@@ -150,26 +144,25 @@ export class EndpointsBackplane implements Backplane {
     this.#dedup = dedup ?? {};
     const logger = shared.logger ?? pino({ level: 'silent' });
     this.#log = logger.child({ backplane: 'endpoints', instance: this.instanceId });
+    const context: SlotContext = {
+      kind,
+      options: { ...shared, instanceId: this.instanceId },
+      log: this.#log,
+      opened: () => this.#opened,
+      attached: () => this.#monitor.check(),
+    };
     this.#slots = checked.map((endpoint) => {
-      const innerOptions: StreamsBackplaneOptions = {
-        ...shared,
-        redis: endpoint.redis,
-        instanceId: this.instanceId,
-        logger: logger.child({ endpoint: endpoint.name }),
-      };
-      return {
-        name: endpoint.name,
-        type: endpoint.type,
-        publicUrl:
-          endpoint.publicUrl === undefined
-            ? undefined
-            : checkBaseUrl(endpoint.publicUrl, `The publicUrl of endpoint '${endpoint.name}'`),
-        redis: redactUrl(describeTarget(endpoint.redis)),
-        inner: kind === 'streams' ? new StreamsBackplane(innerOptions) : new PubSubBackplane(innerOptions),
-      };
+      const publicUrl =
+        endpoint.publicUrl === undefined
+          ? undefined
+          : checkBaseUrl(endpoint.publicUrl, `The publicUrl of endpoint '${endpoint.name}'`);
+      return new EndpointSlot(endpoint, publicUrl, {
+        ...context,
+        options: { ...context.options, logger: logger.child({ endpoint: endpoint.name }) },
+      });
     });
     this.#monitor = new EndpointMonitor(
-      this.#slots.map((slot) => ({ name: slot.name, check: () => slot.inner.health().status === 'ready' })),
+      this.#slots.map((slot) => ({ name: slot.name, check: () => slot.ready() })),
       this.#log,
       () => this.#relisten(),
       () => this.#opening > 0,
@@ -188,28 +181,27 @@ export class EndpointsBackplane implements Backplane {
     }));
   }
 
+  /**
+   * Opens the hub on every endpoint that can be reached; one that cannot is left out (logged) and tried
+   * again in the background, and joins when its Redis answers. Rejects with `ERR_BACKPLANE_UNAVAILABLE`
+   * only when no endpoint can be reached.
+   */
   async open(hub: string, local: LocalHub): Promise<HubChannel> {
     if (this.#closing) throw new RelayhubError('ERR_CLOSED', 'The backplane is closed.');
     const dedup = new DedupLocal(local, this.#dedup);
     this.#opening++;
-    const opened = await Promise.allSettled(this.#slots.map((slot) => slot.inner.open(hub, dedup))).finally(
+    const opened = await Promise.all(this.#slots.map((slot) => slot.open(hub, dedup))).finally(
       () => this.#opening--,
     );
     const inner = new Map<string, HubChannel>();
-    opened.forEach((o, i) => {
-      if (o.status === 'fulfilled') inner.set((this.#slots[i] as Slot).name, o.value);
+    opened.forEach((channel, i) => {
+      if (channel) inner.set((this.#slots[i] as EndpointSlot).name, channel);
     });
-    const failed = opened.findIndex((o) => o.status === 'rejected');
-    if (failed >= 0) {
-      await Promise.allSettled([...inner.values()].map((c) => c.close()));
-      const reason = (opened[failed] as PromiseRejectedResult).reason as unknown;
+    if (inner.size === 0) {
       throw new RelayhubError(
         'ERR_BACKPLANE_UNAVAILABLE',
-        `Redis endpoint '${(this.#slots[failed] as Slot).name}' is unreachable: ${reason instanceof Error ? reason.message : String(reason)}`,
-        {
-          remedy: 'Every endpoint must be reachable at start; check its URL and that Redis runs.',
-          cause: reason,
-        },
+        `No Redis endpoint is reachable (${this.#slots.map((s) => `'${s.name}' at ${s.redis}`).join(', ')}).`,
+        { remedy: 'Check the endpoints’ URLs and that their Redis servers run; at least one must answer.' },
       );
     }
     const channel = new EndpointsChannel(
@@ -219,6 +211,13 @@ export class EndpointsBackplane implements Backplane {
       inner,
     );
     this.#channels.add(channel);
+    this.#opened.hubs.push({ hub, dedup, channel });
+    // note: an endpoint attached while this open was under way did not see this hub: open it there now.
+    for (const slot of this.#slots) {
+      if (inner.has(slot.name) || !slot.attached) continue;
+      const late = await slot.open(hub, dedup);
+      if (late) channel.attach(slot.name, late);
+    }
     if (!this.#monitoring) {
       this.#monitoring = true;
       this.#monitor.start(this.#checkIntervalMs);
@@ -229,21 +228,22 @@ export class EndpointsBackplane implements Backplane {
   }
 
   async #openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
-    const lanes = new Map<string, ReliableLane>();
     this.#opening++;
-    const opened = await Promise.allSettled(
-      this.#slots.map((slot) => (slot.inner as StreamsBackplane).openReliable(hub, users)),
-    ).finally(() => this.#opening--);
-    opened.forEach((o, i) => {
-      if (o.status === 'fulfilled') lanes.set((this.#slots[i] as Slot).name, o.value);
+    const opened = await Promise.all(this.#slots.map((slot) => slot.openReliable(hub, users))).finally(
+      () => this.#opening--,
+    );
+    const lanes = new Map<string, ReliableLane>();
+    opened.forEach((lane, i) => {
+      if (lane) lanes.set((this.#slots[i] as EndpointSlot).name, lane);
     });
-    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-    if (failed) {
-      await Promise.allSettled([...lanes.values()].map((lane) => lane.close()));
-      throw failed.reason;
+    const lane = new EndpointsLane(lanes, this.router, () => this.views());
+    this.#opened.lanes.push({ hub, users, lane });
+    for (const slot of this.#slots) {
+      if (lanes.has(slot.name) || !slot.attached) continue;
+      const late = await slot.openReliable(hub, users);
+      if (late) lane.attach(slot.name, late);
     }
-    // note: the monitor starts with the first open(): the lane's connections count from now on.
-    return new EndpointsLane(lanes, this.router, () => this.views());
+    return lane;
   }
 
   /** Online primaries; else online secondaries; else none. */
@@ -282,7 +282,7 @@ export class EndpointsBackplane implements Backplane {
 
   health(): EndpointsHealth {
     const reports = this.#slots.map((slot): EndpointHealthReport => {
-      const inner = slot.inner.health();
+      const inner = slot.health();
       return {
         name: slot.name,
         type: slot.type,
@@ -337,7 +337,8 @@ export class EndpointsBackplane implements Backplane {
       this.#monitor.close();
       await this.#relistening.catch(() => undefined);
       await Promise.allSettled([...this.#channels].map((channel) => channel.close()));
-      await Promise.allSettled(this.#slots.map((slot) => slot.inner.close()));
+      await Promise.allSettled(this.#opened.lanes.map(({ lane }) => lane.close()));
+      await Promise.allSettled(this.#slots.map((slot) => slot.close()));
     })();
     return this.#closing;
   }

@@ -109,7 +109,7 @@ export class DedupLocal implements LocalHub {
 export class EndpointsChannel implements HubChannel {
   /** What this instance holds, to follow on an endpoint it starts listening on. */
   readonly #interests = new Map<string, readonly [Interest, string]>();
-  readonly #inner: ReadonlyMap<string, HubChannel>;
+  readonly #inner: Map<string, HubChannel>;
   /** The endpoints whose inner channel follows the interests. */
   #listening = new Set<string>();
   #closed = false;
@@ -124,7 +124,23 @@ export class EndpointsChannel implements HubChannel {
     private readonly dedup: DedupLocal,
     inner: ReadonlyMap<string, HubChannel>,
   ) {
-    this.#inner = inner;
+    this.#inner = new Map(inner);
+  }
+
+  /**
+   * The hub is open on endpoint `name` now (an endpoint that was unreachable, attached late): its inner
+   * channel replaces any earlier one, and follows the interests at once if the endpoint is listened on.
+   */
+  attach(name: string, channel: HubChannel): void {
+    if (this.#closed) {
+      void channel.close();
+      return;
+    }
+    this.#inner.set(name, channel);
+    if (!this.#listening.has(name)) return;
+    for (const [kind, n] of this.#interests.values()) {
+      channel.follow(kind, n).catch(() => undefined);
+    }
   }
 
   // ---- following: on the endpoints this instance listens on ----

@@ -8,22 +8,38 @@ import type { ReliableLane, ReliableMessage, ReliableMetrics, ReliableSendResult
 import type { EndpointRouter, EndpointView } from './endpoint-router.js';
 
 export class EndpointsLane implements ReliableLane {
-  readonly #lanes: ReadonlyMap<string, ReliableLane>;
+  readonly #lanes: Map<string, ReliableLane>;
+  /** The users this instance holds, to announce on an endpoint's lane that is attached late. */
+  readonly #arrived = new Set<string>();
   readonly #router: EndpointRouter;
   readonly #views: () => EndpointView[];
   #closing: Promise<void> | undefined;
 
   constructor(lanes: ReadonlyMap<string, ReliableLane>, router: EndpointRouter, views: () => EndpointView[]) {
-    this.#lanes = lanes;
+    this.#lanes = new Map(lanes);
     this.#router = router;
     this.#views = views;
   }
 
-  /** The user's inbox endpoint and its lane. */
-  #laneOf(userId: string): { endpoint: EndpointView; lane: ReliableLane } {
-    const endpoint = this.#router.inboxEndpoint(userId, this.#views());
-    const lane = this.#lanes.get(endpoint.name);
-    if (!lane) {
+  /**
+   * The lane of endpoint `name`, opened late (its Redis was unreachable when the hub started): it
+   * replaces any earlier one, and this instance's users whose inbox is there are announced on it.
+   */
+  attach(name: string, lane: ReliableLane): void {
+    if (this.#closing) {
+      void lane.close();
+      return;
+    }
+    this.#lanes.set(name, lane);
+    for (const userId of this.#arrived) {
+      if (this.#inboxOf(userId).name === name) void lane.userArrived(userId).catch(() => undefined);
+    }
+  }
+
+  #inboxOf(userId: string): EndpointView {
+    const views = this.#views();
+    const endpoint = this.#router.inboxEndpoint(userId, views);
+    if (!views.some((e) => e.name === endpoint.name)) {
       throw new RelayhubError(
         'ERR_CONFIG',
         `The router chose endpoint '${endpoint.name}', which is unknown.`,
@@ -32,7 +48,13 @@ export class EndpointsLane implements ReliableLane {
         },
       );
     }
-    return { endpoint, lane };
+    return endpoint;
+  }
+
+  /** The user's inbox endpoint and its lane (none while that endpoint has not been reachable yet). */
+  #laneOf(userId: string): { endpoint: EndpointView; lane: ReliableLane | undefined } {
+    const endpoint = this.#inboxOf(userId);
+    return { endpoint, lane: this.#lanes.get(endpoint.name) };
   }
 
   /**
@@ -42,7 +64,7 @@ export class EndpointsLane implements ReliableLane {
    */
   async send(message: ReliableMessage): Promise<ReliableSendResult> {
     const { endpoint, lane } = this.#laneOf(message.userId);
-    if (!endpoint.online) {
+    if (!endpoint.online || !lane) {
       throw new RelayhubError(
         'ERR_BACKPLANE_UNAVAILABLE',
         `The reliable inbox of user '${message.userId}' is on Redis endpoint '${endpoint.name}', which is offline.`,
@@ -53,12 +75,15 @@ export class EndpointsLane implements ReliableLane {
   }
 
   async userArrived(userId: string): Promise<void> {
-    // note: while the endpoint is offline the lane registers presence at its next heartbeat.
-    await this.#laneOf(userId).lane.userArrived(userId);
+    this.#arrived.add(userId);
+    // note: while the endpoint is offline the lane registers presence at its next heartbeat; before its
+    // lane exists, attach() announces the user.
+    await this.#laneOf(userId).lane?.userArrived(userId);
   }
 
   userLeft(userId: string): void {
-    this.#laneOf(userId).lane.userLeft(userId);
+    this.#arrived.delete(userId);
+    this.#laneOf(userId).lane?.userLeft(userId);
   }
 
   /** The sum over the endpoints' lanes that answer (lag and pending of an offline one are unknown). */
