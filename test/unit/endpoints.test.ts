@@ -6,16 +6,18 @@ import {
   parsePublicUrls,
   validateEndpoints,
 } from '../../src/redis/endpoints.js';
+import { endpointsOf } from '../../src/cli/serve.js';
+import { createBackplane } from '../../src/backplane/create-backplane.js';
+import { EndpointsBackplane } from '../../src/backplane/endpoints/endpoints-backplane.js';
 
-/** Runs `fn` and returns the RelayhubError it threw, failing when it did not throw one. */
-function thrown(fn: () => unknown): RelayhubError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(RelayhubError);
-    return error as RelayhubError;
-  }
-  throw new Error('expected an error');
+/** Asserts that `fn` throws a RelayhubError with these fields (strings: contained in the field). */
+function refuses(fn: () => unknown, fields: { code?: string; message?: string; remedy?: string }): void {
+  const expected: Record<string, unknown> = {};
+  if (fields.code) expected.code = fields.code;
+  if (fields.message) expected.message = expect.stringContaining(fields.message);
+  if (fields.remedy) expected.remedy = expect.stringContaining(fields.remedy);
+  expect(fn).toThrow(expect.objectContaining(expected));
+  expect(fn).toThrow(RelayhubError);
 }
 
 describe('parseEndpointEntries (REDIS_ENDPOINTS / --redis-endpoint)', () => {
@@ -41,16 +43,14 @@ describe('parseEndpointEntries (REDIS_ENDPOINTS / --redis-endpoint)', () => {
     ['east:tertiary=redis://h', "'primary' or 'secondary', not 'tertiary'"],
     ['east=http://h', 'redis:// or rediss://'],
   ])('refuses %s with ERR_CONFIG naming the entry and the rule', (entry, rule) => {
-    const error = thrown(() => parseEndpointEntries([entry]));
-    expect(error.code).toBe('ERR_CONFIG');
-    expect(error.message).toContain(`'${entry}'`);
-    expect(error.remedy).toContain(rule);
+    refuses(() => parseEndpointEntries([entry]), { code: 'ERR_CONFIG', message: `'${entry}'`, remedy: rule });
   });
 
   it('refuses a name given twice, naming the second entry', () => {
-    const error = thrown(() => parseEndpointEntries(['a=redis://h1 a:secondary=redis://h2']));
-    expect(error.message).toContain("'a:secondary=redis://h2'");
-    expect(error.remedy).toContain("'a' is given once");
+    refuses(() => parseEndpointEntries(['a=redis://h1 a:secondary=redis://h2']), {
+      message: "'a:secondary=redis://h2'",
+      remedy: "'a' is given once",
+    });
   });
 });
 
@@ -64,13 +64,11 @@ describe('parsePublicUrls (PUBLIC_URLS / --public-url)', () => {
   });
 
   it.each(['east', 'east=redis://h', 'a b=http://h', 'e@st=http://h'])('refuses %s naming it', (entry) => {
-    const error = thrown(() => parsePublicUrls([entry]));
-    expect(error.code).toBe('ERR_CONFIG');
-    expect(error.message).toMatch(/^Bad public URL entry '/);
+    refuses(() => parsePublicUrls([entry]), { code: 'ERR_CONFIG', message: "Bad public URL entry '" });
   });
 
   it('refuses a name given twice', () => {
-    expect(thrown(() => parsePublicUrls(['a=http://h a=http://i'])).remedy).toContain("'a' is given once");
+    refuses(() => parsePublicUrls(['a=http://h a=http://i']), { remedy: "'a' is given once" });
   });
 });
 
@@ -90,19 +88,58 @@ describe('validateEndpoints', () => {
   });
 
   it('refuses an empty list, a bad or repeated name and an unknown type', () => {
-    expect(thrown(() => validateEndpoints([])).message).toContain('empty');
-    expect(thrown(() => validateEndpoints([{ name: 'a b', redis }])).message).toContain("'a b'");
-    expect(
-      thrown(() =>
+    refuses(() => validateEndpoints([]), { message: 'empty' });
+    refuses(() => validateEndpoints([{ name: 'a b', redis }]), { message: "'a b'" });
+    refuses(
+      () =>
         validateEndpoints([
           { name: 'a', redis },
           { name: 'a', redis },
         ]),
-      ).message,
-    ).toContain('twice');
+      { message: 'twice' },
+    );
+    refuses(() => validateEndpoints([{ name: 'a', redis, type: 'backup' as never }]), {
+      message: "'backup'",
+    });
+  });
+});
+
+describe('endpointsOf (relayhub serve: REDIS_ENDPOINTS with PUBLIC_URLS)', () => {
+  const base = { backplane: 'pubsub' as const, redisCluster: false };
+
+  it('builds the endpoints with their public URLs; none without entries', () => {
     expect(
-      thrown(() => validateEndpoints([{ name: 'a', redis, type: 'backup' as never }])).message,
-    ).toContain("'backup'");
+      endpointsOf({
+        ...base,
+        redisEndpoint: ['a=redis://h1:6379 b:secondary=redis://h2:6379'],
+        publicUrl: ['b=https://b.example.com/'],
+      }),
+    ).toEqual([
+      { name: 'a', type: 'primary', redis: { url: 'redis://h1:6379' } },
+      { name: 'b', type: 'secondary', redis: { url: 'redis://h2:6379' }, publicUrl: 'https://b.example.com' },
+    ]);
+    expect(endpointsOf(base)).toBeUndefined();
+  });
+
+  it('with --redis-cluster, reads each endpoint URL as a list of seed nodes', () => {
+    expect(
+      endpointsOf({ ...base, redisCluster: true, redisEndpoint: ['a=redis://h1:7000,redis://h2:7001'] }),
+    ).toEqual([{ name: 'a', type: 'primary', redis: { cluster: ['redis://h1:7000', 'redis://h2:7001'] } }]);
+  });
+
+  it('refuses a public URL of no endpoint, public URLs without endpoints, and the memory backplane', () => {
+    refuses(() => endpointsOf({ ...base, redisEndpoint: ['a=redis://h'], publicUrl: ['c=http://c'] }), {
+      code: 'ERR_CONFIG',
+      message: "Bad public URL entry 'c=http://c': no endpoint is named 'c'",
+      remedy: 'a',
+    });
+    refuses(() => endpointsOf({ ...base, publicUrl: ['a=http://a'] }), {
+      message: 'PUBLIC_URLS and SELF_URL apply to Redis endpoints',
+    });
+    refuses(() => endpointsOf({ ...base, selfUrl: 'http://a' }), { message: 'PUBLIC_URLS and SELF_URL' });
+    refuses(() => endpointsOf({ ...base, backplane: 'memory', redisEndpoint: ['a=redis://h'] }), {
+      message: "Redis endpoints need the 'pubsub' or 'streams' backplane",
+    });
   });
 });
 
@@ -144,6 +181,39 @@ describe('inboxEndpointOf (the default endpoint of a user reliable inbox)', () =
   });
 
   it('throws ERR_CONFIG without endpoints', () => {
-    expect(thrown(() => inboxEndpointOf('alice', [])).code).toBe('ERR_CONFIG');
+    refuses(() => inboxEndpointOf('alice', []), { code: 'ERR_CONFIG' });
+  });
+});
+
+describe('EndpointsBackplane and createBackplane options', () => {
+  const endpoints = [{ name: 'a', redis: { url: 'redis://127.0.0.1:1' } }];
+
+  it('refuses a selfUrl or publicUrl that is not an http(s) URL, and a kind without PUB/SUB', () => {
+    refuses(() => new EndpointsBackplane({ endpoints, selfUrl: 'not-a-url' }), {
+      code: 'ERR_CONFIG',
+      message: "selfUrl 'not-a-url' is not an http(s) URL",
+    });
+    refuses(() => new EndpointsBackplane({ endpoints: [{ ...endpoints[0]!, publicUrl: 'ftp://x' }] }), {
+      message: "The publicUrl of endpoint 'a' 'ftp://x'",
+    });
+    refuses(() => new EndpointsBackplane({ endpoints, kind: 'memory' as never }), {
+      message: "not 'memory'",
+    });
+    refuses(() => new EndpointsBackplane({ endpoints: [] }), { message: 'endpoints is empty' });
+  });
+
+  it('createBackplane: endpoints build an EndpointsBackplane; not with memory, not with redis', async () => {
+    const backplane = createBackplane('streams', { endpoints });
+    expect(backplane).toBeInstanceOf(EndpointsBackplane);
+    expect(backplane.kind).toBe('streams');
+    expect(typeof backplane.openReliable).toBe('function');
+    await backplane.close();
+    const pubsub = createBackplane('pubsub', { endpoints });
+    expect(pubsub.openReliable).toBeUndefined();
+    await pubsub.close();
+    refuses(() => createBackplane('memory', { endpoints }), { message: 'does not use Redis endpoints' });
+    refuses(() => createBackplane('pubsub', { endpoints, redis: 'redis://h' }), {
+      message: 'Give either redis or endpoints, not both',
+    });
   });
 });

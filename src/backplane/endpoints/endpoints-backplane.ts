@@ -189,14 +189,7 @@ export class EndpointsBackplane implements Backplane {
   async open(hub: string, local: LocalHub): Promise<HubChannel> {
     if (this.#closing) throw new RelayhubError('ERR_CLOSED', 'The backplane is closed.');
     const dedup = new DedupLocal(local, this.#dedup);
-    this.#opening++;
-    const opened = await Promise.all(this.#slots.map((slot) => slot.open(hub, dedup))).finally(
-      () => this.#opening--,
-    );
-    const inner = new Map<string, HubChannel>();
-    opened.forEach((channel, i) => {
-      if (channel) inner.set((this.#slots[i] as EndpointSlot).name, channel);
-    });
+    const inner = await this.#openOnEvery((slot) => slot.open(hub, dedup));
     if (inner.size === 0) {
       throw new RelayhubError(
         'ERR_BACKPLANE_UNAVAILABLE',
@@ -212,12 +205,11 @@ export class EndpointsBackplane implements Backplane {
     );
     this.#channels.add(channel);
     this.#opened.hubs.push({ hub, dedup, channel });
-    // note: an endpoint attached while this open was under way did not see this hub: open it there now.
-    for (const slot of this.#slots) {
-      if (inner.has(slot.name) || !slot.attached) continue;
-      const late = await slot.open(hub, dedup);
-      if (late) channel.attach(slot.name, late);
-    }
+    await this.#openLate(
+      inner,
+      (slot) => slot.open(hub, dedup),
+      (name, late) => channel.attach(name, late),
+    );
     if (!this.#monitoring) {
       this.#monitoring = true;
       this.#monitor.start(this.#checkIntervalMs);
@@ -228,22 +220,43 @@ export class EndpointsBackplane implements Backplane {
   }
 
   async #openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
-    this.#opening++;
-    const opened = await Promise.all(this.#slots.map((slot) => slot.openReliable(hub, users))).finally(
-      () => this.#opening--,
-    );
-    const lanes = new Map<string, ReliableLane>();
-    opened.forEach((lane, i) => {
-      if (lane) lanes.set((this.#slots[i] as EndpointSlot).name, lane);
-    });
+    const lanes = await this.#openOnEvery((slot) => slot.openReliable(hub, users));
     const lane = new EndpointsLane(lanes, this.router, () => this.views());
     this.#opened.lanes.push({ hub, users, lane });
-    for (const slot of this.#slots) {
-      if (lanes.has(slot.name) || !slot.attached) continue;
-      const late = await slot.openReliable(hub, users);
-      if (late) lane.attach(slot.name, late);
-    }
+    await this.#openLate(
+      lanes,
+      (slot) => slot.openReliable(hub, users),
+      (name, late) => lane.attach(name, late),
+    );
     return lane;
+  }
+
+  /** Opens something on every endpoint at once: endpoint name → what opened (the unreachable left out). */
+  async #openOnEvery<T>(open: (slot: EndpointSlot) => Promise<T | undefined>): Promise<Map<string, T>> {
+    this.#opening++;
+    try {
+      const opened = await Promise.all(this.#slots.map(open));
+      const byName = new Map<string, T>();
+      opened.forEach((item, i) => {
+        if (item !== undefined) byName.set((this.#slots[i] as EndpointSlot).name, item);
+      });
+      return byName;
+    } finally {
+      this.#opening--;
+    }
+  }
+
+  /** An endpoint attached while an open was under way did not see it: opens it there now. */
+  async #openLate<T>(
+    have: ReadonlyMap<string, T>,
+    open: (slot: EndpointSlot) => Promise<T | undefined>,
+    attach: (name: string, item: T) => void,
+  ): Promise<void> {
+    for (const slot of this.#slots) {
+      if (have.has(slot.name) || !slot.attached) continue;
+      const late = await open(slot);
+      if (late !== undefined) attach(slot.name, late);
+    }
   }
 
   /** Online primaries; else online secondaries; else none. */
