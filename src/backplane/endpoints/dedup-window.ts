@@ -24,10 +24,15 @@ export function tag(id: string, value: string): string {
 
 /** The id and the value of a tagged value; `undefined` id for a value that is not tagged. */
 export function untag(value: string): { id: string | undefined; value: string } {
-  if (!value.startsWith(MARK)) return { id: undefined, value };
+  const id = idOf(value);
+  return id === undefined ? { id, value } : { id, value: value.slice(id.length + 2) };
+}
+
+/** The id of a tagged value, without copying the value. */
+export function idOf(value: string): string | undefined {
+  if (!value.startsWith(MARK)) return undefined;
   const newline = value.indexOf('\n');
-  if (newline < 0) return { id: undefined, value };
-  return { id: value.slice(1, newline), value: value.slice(newline + 1) };
+  return newline < 0 ? undefined : value.slice(1, newline);
 }
 
 export interface DedupWindowOptions {

@@ -5,7 +5,7 @@
  */
 import { RelayhubError } from '../../errors.js';
 import type { Audience, HubChannel, Interest, LocalHub } from '../backplane.js';
-import { DedupWindow, type DedupWindowOptions, newMessageId, tag, untag } from './dedup-window.js';
+import { DedupWindow, type DedupWindowOptions, idOf, newMessageId, tag, untag } from './dedup-window.js';
 import type { EndpointRouter, EndpointView } from './endpoint-router.js';
 
 /** What the channel needs from the backplane: the endpoints as seen now, and their inner channels. */
@@ -55,12 +55,12 @@ export class DedupLocal implements LocalHub {
   }
 
   deliver(audience: Audience, frame: string): void {
-    const { id, value } = untag(frame);
-    if (id !== undefined) {
-      if (this.#deliveries.get(`${id}|own`)) return;
-      if (!this.#deliveries.add(deliveryKey(id, audience), true)) return;
-    }
-    this.hub.deliver(audience, value);
+    // note: the id first, so that a copy that is dropped is never copied out of the frame.
+    const id = idOf(frame);
+    if (id === undefined) return this.hub.deliver(audience, frame);
+    if (this.#deliveries.get(`${id}|own`)) return;
+    if (!this.#deliveries.add(deliveryKey(id, audience), true)) return;
+    this.hub.deliver(audience, untag(frame).value);
   }
 
   addToGroup(connectionId: string, group: string): Promise<boolean> {
