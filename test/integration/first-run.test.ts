@@ -181,6 +181,7 @@ describe('first run (the CLI as a new user meets it)', () => {
       'socketio-server',
       'ws-server',
       'reliable-clients',
+      'endpoints',
     ];
     const runs = await Promise.all(
       scripts.map(
