@@ -10,7 +10,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EndpointsBackplane } from '../../src/backplane/endpoints/endpoints-backplane.js';
+import {
+  EndpointsBackplane,
+  type EndpointsHealth,
+} from '../../src/backplane/endpoints/endpoints-backplane.js';
 import { RelayhubError } from '../../src/errors.js';
 import { inboxEndpointOf } from '../../src/redis/endpoints.js';
 import { ClientPool } from '../helpers/client.js';
@@ -24,6 +27,7 @@ import { connectTracked, deliveryProblems, sendPlan, waitForDelivery } from './r
 
 const PER_USER = 60;
 const OUTAGE_MS = 5_000;
+const PROBE_MS = 250;
 
 describe('reliable lane on endpoints: the inbox endpoint of some users frozen for 5 s', () => {
   const clients = new ClientPool();
@@ -53,7 +57,7 @@ describe('reliable lane on endpoints: the inbox endpoint of some users frozen fo
         kind: 'streams',
         endpoints,
         channelPrefix: uniquePrefix('endpoints-reliable'),
-        healthProbeIntervalMs: 250,
+        healthProbeIntervalMs: PROBE_MS,
         commandTimeoutMs: 1_000,
         reliable: { ackTimeoutMs: 2_000 },
       }),
@@ -69,6 +73,7 @@ describe('reliable lane on endpoints: the inbox endpoint of some users frozen fo
     const server = hub.server;
     const paused = { at: 0, until: 0 };
     const rejected = new Map<string, number>();
+    let noticed: Promise<number> = Promise.resolve(Number.NaN);
     // note: hub.reliable, counting which users' sends were refused while a was frozen
     const reliable = {
       send: async (message: { userId: string; target: string; args: unknown[]; key?: string }) => {
@@ -94,6 +99,10 @@ describe('reliable lane on endpoints: the inbox endpoint of some users frozen fo
         if (paused.at !== 0 || sent < (PER_USER * 6) / 4) return;
         paused.at = Date.now();
         a?.pause();
+        noticed = waitFor(
+          () => !(server.backplaneHealth() as EndpointsHealth).endpoints.find((e) => e.name === 'a')?.online,
+          { timeoutMs: OUTAGE_MS, intervalMs: 10, message: 'the frozen endpoint to be seen offline' },
+        ).then(() => Date.now() - paused.at);
         thaw = setTimeout(() => {
           a?.resume();
           paused.until = Date.now();
@@ -101,6 +110,11 @@ describe('reliable lane on endpoints: the inbox endpoint of some users frozen fo
       },
     });
     expect(paused.at).toBeGreaterThan(0);
+    // a Redis that answers nothing is seen offline within 2 × healthProbeIntervalMs + the check interval
+    // (750 ms here), with slack for a loaded machine
+    const noticedMs = await noticed;
+    console.info(`endpoints reliable: frozen endpoint seen offline after ${noticedMs} ms`);
+    expect(noticedMs).toBeLessThan(2 * PROBE_MS + 250 + 1_500);
     await waitFor(() => paused.until > 0, { timeoutMs: OUTAGE_MS + 2_000, message: 'the outage to end' });
     await waitForDelivery(tracker, 20_000);
     expect(deliveryProblems(tracker), tracker.summary()).toEqual([]);
@@ -111,7 +125,7 @@ describe('reliable lane on endpoints: the inbox endpoint of some users frozen fo
     expect(stats.retries).toBeGreaterThan(0);
     for (const user of onA) expect(rejected.get(user) ?? 0, user).toBeGreaterThan(0);
     for (const user of onB) expect(rejected.get(user) ?? 0, user).toBe(0);
-    const health = server.backplaneHealth() as ReturnType<EndpointsBackplane['health']>;
+    const health = server.backplaneHealth() as EndpointsHealth;
     expect(health.endpoints.find((e) => e.name === 'a')).toMatchObject({ online: true, outages: 1 });
   }, 60_000);
 });
