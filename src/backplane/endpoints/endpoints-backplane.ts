@@ -111,7 +111,6 @@ export class EndpointsBackplane implements Backplane {
   readonly #checkIntervalMs: number;
   readonly #dedup: DedupWindowOptions;
   readonly #log: Logger;
-  readonly #channels = new Set<EndpointsChannel>();
   #listening = new Set<string>();
   #relistening: Promise<void> = Promise.resolve();
   #monitoring = false;
@@ -133,6 +132,7 @@ export class EndpointsBackplane implements Backplane {
       throw new RelayhubError(
         'ERR_CONFIG',
         `Endpoints need the 'pubsub' or 'streams' backplane, not '${String(kind)}'.`,
+        { remedy: "Use kind: 'pubsub' or 'streams'." },
       );
     }
     const checked = validateEndpoints(endpoints ?? []);
@@ -203,7 +203,6 @@ export class EndpointsBackplane implements Backplane {
       dedup,
       inner,
     );
-    this.#channels.add(channel);
     this.#opened.hubs.push({ hub, dedup, channel });
     await this.#openLate(
       inner,
@@ -275,7 +274,7 @@ export class EndpointsBackplane implements Backplane {
       if (same) return;
       this.#log.warn({ from: [...this.#listening], to: [...next] }, 'listening on other Redis endpoints');
       this.#listening = next;
-      await Promise.allSettled([...this.#channels].map((channel) => channel.listenOn(next)));
+      await Promise.allSettled(this.#opened.hubs.map(({ channel }) => channel.listenOn(next)));
     });
   }
 
@@ -349,7 +348,7 @@ export class EndpointsBackplane implements Backplane {
     this.#closing ??= (async () => {
       this.#monitor.close();
       await this.#relistening.catch(() => undefined);
-      await Promise.allSettled([...this.#channels].map((channel) => channel.close()));
+      await Promise.allSettled(this.#opened.hubs.map(({ channel }) => channel.close()));
       await Promise.allSettled(this.#opened.lanes.map(({ lane }) => lane.close()));
       await Promise.allSettled(this.#slots.map((slot) => slot.close()));
     })();
