@@ -182,6 +182,7 @@ describe('first run (the CLI as a new user meets it)', () => {
       'ws-server',
       'reliable-clients',
       'negotiate',
+      'endpoints',
     ];
     const runs = await Promise.all(
       scripts.map(
