@@ -23,6 +23,9 @@ const list = (value: string): string[] =>
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
 
+/** A repeatable option: each occurrence (or the environment variable) adds its value. */
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
 const count = (value: string): number => {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('Use a non-negative integer.');
@@ -107,6 +110,28 @@ program.addCommand(
         '--connection-token-secret <secret>',
         'signs connection tokens; the same on every instance lets WebSockets skip sticky sessions (default: derived from --jwt-secret)',
       ).env('CONNECTION_TOKEN_SECRET'),
+    )
+    .addOption(
+      new Option(
+        '--redis-endpoint <entry>',
+        'a Redis endpoint NAME[:primary|:secondary]=REDIS_URL, instead of --redis-url (repeatable; env: entries separated by whitespace)',
+      )
+        .env('REDIS_ENDPOINTS')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--public-url <entry>',
+        'NAME=BASE_URL: the public address of the instances whose primary is endpoint NAME, for negotiate redirects (repeatable)',
+      )
+        .env('PUBLIC_URLS')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--self-url <url>',
+        "this instance's public base URL (default: its primaries' --public-url count as its own)",
+      ).env('SELF_URL'),
     )
     .addOption(
       // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.

@@ -37,6 +37,7 @@ import {
 } from '../metrics/metrics-endpoint.js';
 import { parseRequestTarget } from './request-target.js';
 import { ConnectionTokens, connectionForToken } from './connection-token.js';
+import { negotiateOnEndpoints } from '../backplane/endpoints/negotiate-on-endpoints.js';
 
 export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeOptions> {
   /**
@@ -376,6 +377,8 @@ export class HubServer {
       res.writeHead(access.status, { 'Content-Length': 0 });
       return void res.end();
     }
+    // note: several Redis endpoints (issue 8): the router may redirect, refuse (503) or answer itself.
+    if (await negotiateOnEndpoints(this.#backplane, req, res, url)) return;
     const { principal } = access;
     const hub = mapped.runtime;
     const version = Number(queryParam(url, 'negotiateVersion') ?? 0);

@@ -184,6 +184,7 @@ describe('first run (the CLI as a new user meets it)', () => {
       'negotiate',
       'connections',
       'connections-clients',
+      'endpoints',
     ];
     const runs = await Promise.all(
       scripts.map(
