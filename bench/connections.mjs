@@ -34,7 +34,7 @@ import {
   ticksPerSecond,
   track,
 } from './reliable-lib.mjs';
-import { withoutServerSettings } from './server-env.mjs';
+import { pubsubServeArgs, socketioServerArgs, withoutServerSettings } from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HUB_PATH = '/hubs/demo';
@@ -94,32 +94,9 @@ function startNode(args, { ipc = false } = {}) {
 const serverArgs = (system, tag) => {
   switch (system) {
     case 'relayhub':
-      return [
-        'dist/cli/main.js',
-        'serve',
-        '--port',
-        '0',
-        '--host',
-        '127.0.0.1',
-        '--backplane',
-        'pubsub',
-        '--redis-url',
-        redisUrl,
-        '--channel-prefix',
-        `bench-conn-${tag}`,
-        '--max-connections-per-address',
-        '0',
-      ];
+      return pubsubServeArgs(redisUrl, `bench-conn-${tag}`, ['--max-connections-per-address', '0']);
     case 'socketio':
-      return [
-        'bench/socketio-server.mjs',
-        '--port',
-        '0',
-        '--redis-url',
-        redisUrl,
-        '--key',
-        `bench-conn-sio-${tag}`,
-      ];
+      return socketioServerArgs(redisUrl, `bench-conn-sio-${tag}`);
     default:
       return ['bench/ws-server.mjs', '--port', '0'];
   }

@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_HUB_PATH } from '../dist/index.js';
-import { withoutServerSettings } from './server-env.mjs';
+import { pubsubServeArgs, socketioServerArgs, withoutServerSettings } from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -188,36 +188,11 @@ function startSystem(system, tag) {
     case 'relayhub-msgpack':
     case 'relayhub-mixed':
       return Promise.all(
-        [1, 2].map((i) =>
-          startServer(`${system}-${i}`, [
-            'dist/cli/main.js',
-            'serve',
-            '--port',
-            '0',
-            '--host',
-            '127.0.0.1',
-            '--backplane',
-            'pubsub',
-            '--redis-url',
-            redisUrl,
-            '--channel-prefix',
-            `bench-${tag}-${system}`,
-          ]),
-        ),
+        [1, 2].map((i) => startServer(`${system}-${i}`, pubsubServeArgs(redisUrl, `bench-${tag}-${system}`))),
       );
     case 'socketio':
       return Promise.all(
-        [1, 2].map((i) =>
-          startServer(`socketio-${i}`, [
-            'bench/socketio-server.mjs',
-            '--port',
-            '0',
-            '--redis-url',
-            redisUrl,
-            '--key',
-            `bench-sio-${tag}`,
-          ]),
-        ),
+        [1, 2].map((i) => startServer(`socketio-${i}`, socketioServerArgs(redisUrl, `bench-sio-${tag}`))),
       );
     default:
       return Promise.all([
