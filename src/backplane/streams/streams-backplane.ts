@@ -15,6 +15,8 @@ import { StallProbe } from '../pubsub/stall-probe.js';
 import { durabilityFor } from './reliable-producer.js';
 import {
   DEFAULT_RELIABLE_OPTIONS,
+  defaultWindow,
+  validWindow,
   type DeadLetter,
   type ReliableOptions,
   StreamsLane,
@@ -52,7 +54,11 @@ export class StreamsBackplane implements Backplane {
   constructor(options: StreamsBackplaneOptions = {}) {
     this.#options = options;
     this.#pubsub = new PubSubBackplane(options);
-    this.#reliable = { ...DEFAULT_RELIABLE_OPTIONS, ...options.reliable };
+    this.#reliable = {
+      ...DEFAULT_RELIABLE_OPTIONS,
+      ...options.reliable,
+      window: validWindow(options.reliable?.window ?? defaultWindow()),
+    };
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
       backplane: 'streams',
       instance: this.#pubsub.instanceId,
