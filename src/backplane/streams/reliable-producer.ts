@@ -14,6 +14,7 @@ import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys, validateUserId
 import { keySlot } from '../../redis/slot.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
 import { describe } from '../pubsub/redis-connection.js';
+import { SendBatcher } from './send-batcher.js';
 import { ACK_SCRIPT, BEAT_USER_SCRIPT, READ_SCRIPT, ROUTE_SCRIPT, SEND_SCRIPT } from './scripts.js';
 
 /** Delivery wake-ups kept per instance stream (they are tiny; the messages live in the inboxes). */
@@ -165,10 +166,12 @@ export async function sendReliableBatch(
   const byUser = new Map<string, UserChunk[]>();
   messages.forEach((message, index) => {
     let userId: string;
+    let args: string;
     try {
       userId = validateUserId(message.userId);
+      args = JSON.stringify(message.args);
     } catch (error) {
-      outcomes[index] = { ok: false, error: error as RelayhubError };
+      outcomes[index] = { ok: false, error: invalid(error) };
       return;
     }
     let chunks = byUser.get(userId);
@@ -197,12 +200,7 @@ export async function sendReliableBatch(
       chunks.push(chunk);
     }
     chunk.indexes.push(index);
-    chunk.args.push(
-      message.key ?? randomUUID(),
-      message.target,
-      JSON.stringify(message.args),
-      message.key === undefined ? '0' : '1',
-    );
+    chunk.args.push(message.key ?? randomUUID(), message.target, args, message.key === undefined ? '0' : '1');
   });
   const failed = new Map<string, RelayhubError>();
   for (const round of rounds) {
@@ -341,6 +339,18 @@ async function route(
   if (gone.length > 0) await scripts.srem(keys.user(userId).presence, ...gone).catch(() => undefined);
 }
 
+function invalid(error: unknown): RelayhubError {
+  if (error instanceof RelayhubError) return error;
+  return new RelayhubError(
+    'ERR_INVALID_MESSAGE',
+    `The reliable message cannot be sent (${describe(error)}).`,
+    {
+      remedy: 'Pass arguments that JSON can encode (no cycles, no BigInt).',
+      cause: error,
+    },
+  );
+}
+
 function notReplicated(durability: Durability, got: number): RelayhubError {
   return new RelayhubError(
     'ERR_BACKPLANE_UNAVAILABLE',
@@ -383,6 +393,7 @@ export class ReliableProducer {
   readonly #durability: Durability;
   readonly #target: RedisTarget;
   readonly #timeout: number;
+  readonly #batcher = new SendBatcher((messages) => this.sendMany(messages));
   #connected: Promise<void> | undefined;
 
   constructor(options: ReliableProducerOptions) {
@@ -403,13 +414,9 @@ export class ReliableProducer {
    * Delivery as `ReliableUserProxy.send`: at least once, in order per user. Resolves once Redis holds the
    * message; rejects with `ERR_BACKPLANE_UNAVAILABLE` otherwise (retry with the same `key`).
    */
-  async send(message: ReliableMessage): Promise<ReliableSendResult> {
-    this.#connected ??= connectClient(this.#redis, this.#target, this.#timeout);
-    await this.#connected.catch((error: unknown) => {
-      this.#connected = undefined;
-      throw error;
-    });
-    return sendReliable(this.#scripts, this.#keys, this.#retention, message, this.#durability);
+  send(message: ReliableMessage): Promise<ReliableSendResult> {
+    // note: the sends of one event-loop turn go to Redis together (one script per user, one pipeline).
+    return this.#batcher.send(message);
   }
 
   /** Many messages at once: see {@link sendReliableBatch} (per-user order, a failure stops that user's rest). */

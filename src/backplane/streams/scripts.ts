@@ -58,7 +58,7 @@ for i = 0, count - 1 do
   end
 end
 if last > 0 then
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', maxLength)
+  if redis.call('XLEN', KEYS[2]) > maxLength then redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', maxLength) end
   local now = redis.call('TIME')
   local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))

@@ -12,12 +12,13 @@ import type {
 import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../../redis/keys.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { sweepDeadInstances } from './dead-instances.js';
+import { SendBatcher } from './send-batcher.js';
 import {
   DELIVERY_STREAM_MAX,
   type Durability,
   type LaneScripts,
   laneScripts,
-  sendReliable,
+  sendReliableBatch,
   unavailable,
 } from './reliable-producer.js';
 import {
@@ -146,6 +147,10 @@ export class StreamsLane implements ReliableLane, SessionHost {
   #reading: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #toAck: string[] = [];
+  /** The sends of one event-loop turn, sent together. */
+  readonly #batcher = new SendBatcher((messages) =>
+    sendReliableBatch(this.#scripts, this.#deps.keys, this.options, messages, this.#deps.durability),
+  );
 
   constructor(deps: StreamsLaneDeps) {
     this.#deps = deps;
@@ -167,7 +172,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
 
   send(message: ReliableMessage): Promise<ReliableSendResult> {
     if (this.#closing) return Promise.reject(new RelayhubError('ERR_CLOSED', 'The reliable lane is closed.'));
-    return sendReliable(this.#scripts, this.#deps.keys, this.options, message, this.#deps.durability);
+    return this.#batcher.send(message);
   }
 
   // ---- users on this instance ----
