@@ -130,10 +130,7 @@ export type BatchSendOutcome = { ok: true; result: ReliableSendResult } | { ok: 
 
 const NO_REPLICAS: Durability = { replicas: 0, replicaTimeoutMs: 0 };
 
-/** Messages of one user per send script call (a larger group of one user is sent in several, in order). */
-export const MESSAGES_PER_SCRIPT = 100;
-
-/** One send script call: a run of one user's messages, and where their outcomes go. */
+/** One send script call: one user's messages of the batch, in order, and where their outcomes go. */
 interface UserChunk {
   userId: string;
   indexes: number[];
@@ -148,9 +145,9 @@ interface UserChunk {
  * same error (so that per-user order holds when the caller retries them). Guarantees as
  * {@link sendReliable} for each message.
  *
- * Redis work: one send script call per user (per {@link MESSAGES_PER_SCRIPT} of its messages), all users'
- * calls in one pipeline per Redis node, with one `WAIT` at the end of each pipeline when replicas are asked
- * for; then (on a Cluster) one wake-up per user and instance.
+ * Redis work: one send script call per user (all its messages of the batch: they are sent or fail
+ * together), all users' calls in one pipeline per Redis node, with one `WAIT` at the end of each pipeline
+ * when replicas are asked for; then (on a Cluster) one wake-up per user and instance.
  */
 export async function sendReliableBatch(
   scripts: LaneScripts & RedisClient,
@@ -161,9 +158,8 @@ export async function sendReliableBatch(
 ): Promise<BatchSendOutcome[]> {
   const outcomes: BatchSendOutcome[] = new Array<BatchSendOutcome>(messages.length);
   const inline = scripts.isCluster ? '' : keys.instancePrefix;
-  // note: per user, its messages in order, cut into chunks; chunk n+1 of a user goes out after chunk n.
-  const rounds: UserChunk[][] = [];
-  const byUser = new Map<string, UserChunk[]>();
+  // note: per user, all its messages of the batch in order, in one script call (atomic: all or none).
+  const byUser = new Map<string, UserChunk>();
   messages.forEach((message, index) => {
     let userId: string;
     let args: string;
@@ -174,10 +170,8 @@ export async function sendReliableBatch(
       outcomes[index] = { ok: false, error: invalid(error) };
       return;
     }
-    let chunks = byUser.get(userId);
-    if (!chunks) byUser.set(userId, (chunks = []));
-    let chunk = chunks.at(-1);
-    if (!chunk || chunk.indexes.length >= MESSAGES_PER_SCRIPT) {
+    let chunk = byUser.get(userId);
+    if (!chunk) {
       const user = keys.user(userId);
       chunk = {
         userId,
@@ -196,45 +190,35 @@ export async function sendReliableBatch(
         ],
         slot: scripts.isCluster ? keySlot(user.seq) : 0,
       };
-      (rounds[chunks.length] ??= []).push(chunk);
-      chunks.push(chunk);
+      byUser.set(userId, chunk);
     }
     chunk.indexes.push(index);
     chunk.args.push(message.key ?? randomUUID(), message.target, args, message.key === undefined ? '0' : '1');
   });
-  const failed = new Map<string, RelayhubError>();
-  for (const round of rounds) {
-    const live = round.filter((chunk) => {
-      const failure = failed.get(chunk.userId);
-      if (failure) for (const index of chunk.indexes) outcomes[index] = { ok: false, error: failure };
-      return !failure;
-    });
-    const replies = await sendChunks(scripts, live, durability);
-    const routes: Promise<void>[] = [];
-    live.forEach((chunk, i) => {
-      const reply = replies[i] as SendReply | RelayhubError;
-      if (reply instanceof RelayhubError) {
-        failed.set(chunk.userId, reply);
-        for (const index of chunk.indexes) outcomes[index] = { ok: false, error: reply };
-        return;
-      }
-      const count = Number(reply[0]);
-      let last = 0;
-      for (let m = 0; m < count; m++) {
-        const offset = Number(reply[1 + m * 3]);
-        const result = {
-          offset,
-          messageId: String(reply[2 + m * 3]),
-          duplicate: Number(reply[3 + m * 3]) === 1,
-        };
-        outcomes[chunk.indexes[m] as number] = { ok: true, result };
-        last = Math.max(last, offset);
-      }
-      const instances = reply.slice(1 + count * 3).map(String);
-      routes.push(route(scripts, keys, chunk.userId, last, instances));
-    });
-    await Promise.all(routes);
-  }
+  const chunks = [...byUser.values()];
+  const replies = await sendChunks(scripts, chunks, durability);
+  const routes: Promise<void>[] = [];
+  chunks.forEach((chunk, i) => {
+    const reply = replies[i] as SendReply | RelayhubError;
+    if (reply instanceof RelayhubError) {
+      for (const index of chunk.indexes) outcomes[index] = { ok: false, error: reply };
+      return;
+    }
+    const count = Number(reply[0]);
+    let last = 0;
+    for (let m = 0; m < count; m++) {
+      const offset = Number(reply[1 + m * 3]);
+      const result = {
+        offset,
+        messageId: String(reply[2 + m * 3]),
+        duplicate: Number(reply[3 + m * 3]) === 1,
+      };
+      outcomes[chunk.indexes[m] as number] = { ok: true, result };
+      last = Math.max(last, offset);
+    }
+    routes.push(route(scripts, keys, chunk.userId, last, reply.slice(1 + count * 3).map(String)));
+  });
+  await Promise.all(routes);
   return outcomes;
 }
 

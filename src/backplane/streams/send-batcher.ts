@@ -11,44 +11,50 @@ interface Waiting {
 }
 
 /**
- * Gathers the sends of one event-loop turn into one batch (one send script per user, one pipeline), so
- * that many concurrent `send` calls cost Redis and the process one round trip instead of one each. Each
- * send still settles with its own outcome; sends to one user keep the order they were made in.
+ * Gathers concurrent sends into batches (one send script per user, one pipeline per Redis node), so that
+ * many `send` calls cost Redis and the process one round trip instead of one each. One batch is in flight
+ * at a time: the sends made meanwhile form the next one (so a retried batch can never be overtaken, and
+ * sends to one user keep the order they were made in). Each send settles with its own outcome.
  */
 export class SendBatcher {
   #queue: Waiting[] = [];
   #scheduled = false;
+  #flushing = false;
 
   constructor(private readonly flush: (messages: ReliableMessage[]) => Promise<BatchSendOutcome[]>) {}
 
   send(message: ReliableMessage): Promise<ReliableSendResult> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ message, resolve, reject });
-      if (this.#queue.length >= MAX_BATCH) this.#run();
-      else if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          this.#run();
-        });
-      }
+      if (this.#scheduled || this.#flushing) return;
+      this.#scheduled = true;
+      // note: the sends of this event-loop turn join the batch.
+      setImmediate(() => {
+        this.#scheduled = false;
+        void this.#run();
+      });
     });
   }
 
-  #run(): void {
-    const batch = this.#queue;
-    this.#queue = [];
-    if (batch.length === 0) return;
-    this.flush(batch.map((w) => w.message)).then(
-      (outcomes) =>
-        batch.forEach((waiting, i) => {
-          const outcome = outcomes[i];
-          if (outcome?.ok) waiting.resolve(outcome.result);
-          else waiting.reject(outcome?.error ?? new Error('no outcome for the message'));
-        }),
-      (error: unknown) => {
-        for (const waiting of batch) waiting.reject(error);
-      },
-    );
+  async #run(): Promise<void> {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0, MAX_BATCH);
+        try {
+          const outcomes = await this.flush(batch.map((w) => w.message));
+          batch.forEach((waiting, i) => {
+            const outcome = outcomes[i];
+            if (outcome?.ok) waiting.resolve(outcome.result);
+            else waiting.reject(outcome?.error ?? new Error('no outcome for the message'));
+          });
+        } catch (error) {
+          for (const waiting of batch) waiting.reject(error);
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
   }
 }
