@@ -127,6 +127,7 @@ export class UserSession {
   #wakes = 0;
   /** The wake-ups a read that came back short was sent after: the inbox was caught up as of them. */
   #covered = 0;
+  #waiters: { wake: number; resolve: () => void }[] = [];
   #run_: Run | undefined;
   #kick: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -144,18 +145,34 @@ export class UserSession {
     return head ? Number.parseInt(head.entry.streamId, 10) : 0;
   }
 
-  /** Makes the session look at the inbox; resolves when it has caught up (or has nobody to deliver to). */
+  /**
+   * Makes the session look at the inbox; resolves once a read sent after this wake-up came back short
+   * (everything the inbox held then is in the session's hands), or the session stopped.
+   */
   wake(): Promise<void> {
-    this.#wakes++;
+    const wake = ++this.#wakes;
+    const seen = new Promise<void>((resolve) => this.#waiters.push({ wake, resolve }));
     if (this.#running) {
       if (this.#run_) this.#run_.exhausted = false;
       this.#notify();
-      return this.#running;
+      return seen;
     }
     this.#running = this.#loop().finally(() => {
       this.#running = undefined;
+      this.#release(Infinity);
     });
-    return this.#running;
+    return seen;
+  }
+
+  /** Resolves the wake-ups up to `wake`. */
+  #release(wake: number): void {
+    if (this.#waiters.length === 0) return;
+    const keep: { wake: number; resolve: () => void }[] = [];
+    for (const waiter of this.#waiters) {
+      if (waiter.wake <= wake) waiter.resolve();
+      else keep.push(waiter);
+    }
+    this.#waiters = keep;
   }
 
   close(): void {
@@ -259,6 +276,7 @@ export class UserSession {
   #short(got: number, count: number, wakes: number): boolean {
     if (got >= count) return false;
     this.#covered = wakes;
+    this.#release(wakes);
     return wakes === this.#wakes;
   }
 
@@ -321,7 +339,6 @@ export class UserSession {
       if (errors.every((e) => e instanceof RelayhubError && e.code === 'ERR_CONNECTION_CLOSED')) {
         // note: the connections went away: not the message's fault; send it again at once.
         slot.attempt--;
-        this.host.counters.delivered--;
         slot.state = 'waiting';
         slot.due = 0;
         continue;
