@@ -473,8 +473,8 @@ console.log(
     `${(relayhub.light.p99 / raw.light.p99).toFixed(1)}x`,
 );
 console.log(
-  `note: the lane delivers one message in flight per user (order), so relayhub's acked/s grows with the ` +
-    `number of users; these are for ${config.users} users. At window ${fmt(config.window)} latency is mostly ` +
+  `note: the lane keeps up to reliable.window (32 unless RELIABLE_WINDOW is set) in flight per user; these ` +
+    `are for ${config.users} users. At window ${fmt(config.window)} latency is mostly ` +
     `queueing (Little: window / rate = ${ms((config.window / relayhub.perSecond) * 1_000)} for relayhub).`,
 );
 

@@ -76,7 +76,8 @@ export class StreamsBackplane implements Backplane {
   async openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
     const target = targetOf(this.#options);
     const timeout = this.#options.connectTimeoutMs ?? 5_000;
-    const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`);
+    // note: auto-pipelined: the sessions' reads and acks of one event-loop turn leave in one write.
+    const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`, { autoPipelining: true });
     const blocking = openClient(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
     this.#connections.push(redis, blocking);
     for (const connection of [redis, blocking]) {
