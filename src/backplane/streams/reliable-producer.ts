@@ -160,7 +160,14 @@ export async function sendReliableBatch(
   const inline = scripts.isCluster ? '' : keys.instancePrefix;
   // note: per user, all its messages of the batch in order, in one script call (atomic: all or none).
   const byUser = new Map<string, UserChunk>();
+  // note: a message that cannot be sent stops its user's later ones (they fail with the same error).
+  const refused = new Map<string, RelayhubError>();
   messages.forEach((message, index) => {
+    const earlier = refused.get(message.userId);
+    if (earlier) {
+      outcomes[index] = { ok: false, error: earlier };
+      return;
+    }
     let userId: string;
     let args: string;
     try {
@@ -168,6 +175,7 @@ export async function sendReliableBatch(
       args = JSON.stringify(message.args);
     } catch (error) {
       outcomes[index] = { ok: false, error: invalid(error) };
+      refused.set(message.userId, outcomes[index].error);
       return;
     }
     let chunk = byUser.get(userId);
