@@ -328,8 +328,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
 
   /**
    * Wakes the sessions of the users in `entries`; each entry is acknowledged (and deleted) once its user's
-   * session has read the inbox past it (the messages are then in the inbox and in the session's hands: a
-   * crash loses nothing, the user's next session replays from the acked offset).
+   * session has caught up (`relayhub_reliable_pending` counts the wake-ups of users still being delivered to).
    */
   #dispatch(entries: [string, string[]][]): void {
     const byUser = new Map<string, string[]>();

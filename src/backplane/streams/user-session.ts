@@ -127,7 +127,6 @@ export class UserSession {
   #wakes = 0;
   /** The wake-ups a read that came back short was sent after: the inbox was caught up as of them. */
   #covered = 0;
-  #waiters: { wake: number; resolve: () => void }[] = [];
   #run_: Run | undefined;
   #kick: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -146,33 +145,20 @@ export class UserSession {
   }
 
   /**
-   * Makes the session look at the inbox; resolves once a read sent after this wake-up came back short
-   * (everything the inbox held then is in the session's hands), or the session stopped.
+   * Makes the session look at the inbox; resolves when it has caught up: everything read was settled and
+   * a read sent after the latest wake-up came back short (or nobody is left to deliver to).
    */
   wake(): Promise<void> {
-    const wake = ++this.#wakes;
-    const seen = new Promise<void>((resolve) => this.#waiters.push({ wake, resolve }));
+    this.#wakes++;
     if (this.#running) {
       if (this.#run_) this.#run_.exhausted = false;
       this.#notify();
-      return seen;
+      return this.#running;
     }
     this.#running = this.#loop().finally(() => {
       this.#running = undefined;
-      this.#release(Infinity);
     });
-    return seen;
-  }
-
-  /** Resolves the wake-ups up to `wake`. */
-  #release(wake: number): void {
-    if (this.#waiters.length === 0) return;
-    const keep: { wake: number; resolve: () => void }[] = [];
-    for (const waiter of this.#waiters) {
-      if (waiter.wake <= wake) waiter.resolve();
-      else keep.push(waiter);
-    }
-    this.#waiters = keep;
+    return this.#running;
   }
 
   close(): void {
@@ -276,7 +262,6 @@ export class UserSession {
   #short(got: number, count: number, wakes: number): boolean {
     if (got >= count) return false;
     this.#covered = wakes;
-    this.#release(wakes);
     return wakes === this.#wakes;
   }
 
