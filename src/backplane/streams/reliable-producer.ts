@@ -47,12 +47,8 @@ export interface LaneScripts {
     maxAgeMs: number,
   ): Promise<number>;
   relayhubRead(acked: string, inbox: string, count: number): Promise<[string, [string, string[]][]]>;
-  relayhubBeatUser(
-    presence: string,
-    seq: string,
-    acked: string,
-    instanceId: string,
-  ): Promise<[number, number]>;
+  /** `keyCount` keys: presence, seq, acked per user; then the instance id. */
+  relayhubBeatUsers(keyCount: number, ...keysThenInstance: (string | number)[]): Promise<number[]>;
 }
 
 /** Registers the lane's scripts on a connection and returns them typed. */
@@ -61,7 +57,7 @@ export function laneScripts(redis: RedisClient): LaneScripts & RedisClient {
   redis.defineCommand('relayhubRoute', { numberOfKeys: 2, lua: ROUTE_SCRIPT });
   redis.defineCommand('relayhubAck', { numberOfKeys: 2, lua: ACK_SCRIPT });
   redis.defineCommand('relayhubRead', { numberOfKeys: 2, lua: READ_SCRIPT });
-  redis.defineCommand('relayhubBeatUser', { numberOfKeys: 3, lua: BEAT_USER_SCRIPT });
+  redis.defineCommand('relayhubBeatUsers', { lua: BEAT_USER_SCRIPT });
   return redis as unknown as LaneScripts & RedisClient;
 }
 

@@ -145,19 +145,24 @@ return { acked or '', redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', ARGV[1]
 `;
 
 /**
- * The heartbeat's per-user step: re-registers this instance in the user's presence and reports the user's
- * last offset and acked offset, so that the instance re-reads the inbox of a user with unacked messages
- * (a wake-up may have been lost: the sender died between its two steps, or a failover dropped it).
+ * The heartbeat's per-user step, for one user or (on one node) many: re-registers this instance in each
+ * user's presence and reports the user's last offset and acked offset, so that the instance re-reads the
+ * inbox of a user with unacked messages (a wake-up may have been lost: the sender died between its two
+ * steps, or a failover dropped it). On a Cluster it is called per user (its keys are in the user's slot).
  *
- * KEYS[1] presence     KEYS[2] seq          KEYS[3] acked
+ * KEYS (per user, in threes) presence, seq, acked
  * ARGV[1] instance id
- * Returns { last offset, acked offset } (0 when absent).
+ * Returns { last offset, acked offset } per user, in order (0 when absent).
  */
 export const BEAT_USER_SCRIPT = `
-redis.call('SADD', KEYS[1], ARGV[1])
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local acked = redis.call('GET', KEYS[3])
-local ackedOffset = 0
-if acked then ackedOffset = tonumber(string.match(acked, '^(%d+)')) end
-return { seq, ackedOffset }
+local reply = {}
+for i = 1, #KEYS, 3 do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  local acked = redis.call('GET', KEYS[i + 2])
+  local ackedOffset = 0
+  if acked then ackedOffset = tonumber(string.match(acked, '^(%d+)')) end
+  table.insert(reply, tonumber(redis.call('GET', KEYS[i + 1]) or '0'))
+  table.insert(reply, ackedOffset)
+end
+return reply
 `;

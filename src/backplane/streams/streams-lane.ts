@@ -99,6 +99,8 @@ export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze
 });
 
 const READ_COUNT = 200;
+/** Users re-registered by one heartbeat script on one node. */
+const BEAT_USERS_PER_SCRIPT = 200;
 
 export interface StreamsLaneDeps {
   /** Commands (no offline queue: they fail fast while Redis is away). */
@@ -396,12 +398,18 @@ export class StreamsLane implements ReliableLane, SessionHost {
       );
       await this.redis.sadd(keys.instances, id);
       const users = [...this.#sessions.keys()];
-      const positions = await Promise.all(
-        users.map((user) => {
+      // note: one script per user on a Cluster (its keys are in the user's slot), per 200 users on one node.
+      const group = this.redis.isCluster ? 1 : BEAT_USERS_PER_SCRIPT;
+      const calls: Promise<number[]>[] = [];
+      for (let i = 0; i < users.length; i += group) {
+        const keysOf = users.slice(i, i + group).flatMap((user) => {
           const u = keys.user(user);
-          return this.#scripts.relayhubBeatUser(u.presence, u.seq, u.acked, id);
-        }),
-      );
+          return [u.presence, u.seq, u.acked];
+        });
+        calls.push(this.#scripts.relayhubBeatUsers(keysOf.length, ...keysOf, id));
+      }
+      const flat = (await Promise.all(calls)).flat();
+      const positions = users.map((_, i) => [flat[2 * i] ?? 0, flat[2 * i + 1] ?? 0]);
       // note: while the alive key was gone (it expired, or Redis lost its memory), senders skipped this
       // instance and dropped it from its users' presence: their messages wait in the inboxes unannounced.
       const wasGone = this.#lastBeat !== 0 && previous === null;
