@@ -103,6 +103,12 @@ program.addCommand(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
     )
     .addOption(
+      new Option(
+        '--connection-token-secret <secret>',
+        'signs connection tokens; the same on every instance lets WebSockets skip sticky sessions (default: derived from --jwt-secret)',
+      ).env('CONNECTION_TOKEN_SECRET'),
+    )
+    .addOption(
       // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
       new Option(
         '--example-app',

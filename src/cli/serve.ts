@@ -14,6 +14,7 @@ import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
 import { demoPage } from '../example/demo-page.js';
 import { outboxBacklog } from '../outbox/backlog.js';
 import { targetFromUrl } from '../redis/connection.js';
+import { connectionTokenSecretFrom } from '../hub/connection-token.js';
 
 export interface ServeOptions {
   port: number;
@@ -25,6 +26,8 @@ export interface ServeOptions {
   channelPrefix: string;
   instanceId?: string;
   jwtSecret?: string;
+  /** Signs connection tokens, the same on every instance (default: derived from `jwtSecret`, if set). */
+  connectionTokenSecret?: string;
   databaseUrl: string;
   /** false with --no-metrics. */
   metrics: boolean;
@@ -73,8 +76,13 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     if (orders) return orders(req, res);
     res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":"Not found."}');
   };
+  // note: shared by every instance that shares JWT_SECRET, so that WebSockets need no sticky sessions.
+  const connectionTokenSecret =
+    options.connectionTokenSecret ??
+    (options.jwtSecret ? connectionTokenSecretFrom(options.jwtSecret) : undefined);
   const server = new HubServer({
     authenticate,
+    ...(connectionTokenSecret === undefined ? {} : { connectionTokenSecret }),
     backplane:
       options.backplane === 'memory'
         ? 'memory'
@@ -128,6 +136,11 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   // note: said once it runs, so that a failed start prints exactly one line.
   if (!options.jwtSecret) {
     logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
+  }
+  if (connectionTokenSecret === undefined && options.backplane !== 'memory') {
+    logger.warn(
+      'Neither CONNECTION_TOKEN_SECRET nor JWT_SECRET is set: each instance signs connection tokens with its own key, so a WebSocket must reach the instance that answered its negotiate (sticky sessions).',
+    );
   }
   // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
   // record of the event (no log line repeats it).

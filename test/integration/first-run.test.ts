@@ -181,6 +181,7 @@ describe('first run (the CLI as a new user meets it)', () => {
       'socketio-server',
       'ws-server',
       'reliable-clients',
+      'negotiate',
     ];
     const runs = await Promise.all(
       scripts.map(
