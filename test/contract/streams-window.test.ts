@@ -10,15 +10,14 @@
  *   repeated key is still dropped).
  * - `RELIABLE_WINDOW` / `reliable.window`: the default, the environment variable, and bad values.
  */
-import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { DEFAULT_WINDOW, defaultWindow } from '../../src/backplane/streams/streams-lane.js';
-import { jwtAuthenticator } from '../../src/hub/auth.js';
 import { reliableKeys } from '../../src/redis/keys.js';
-import { buildClient, ClientPool } from '../helpers/client.js';
-import { deletePrefix, REDIS_URL, uniquePrefix } from '../helpers/redis.js';
-import { signToken, startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
+import { buildClient } from '../helpers/client.js';
+import { inProcessHubs } from '../helpers/in-process-hubs.js';
+import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
+import { signToken, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const HUB = '/hubs/demo';
@@ -29,28 +28,18 @@ interface Meta {
 }
 
 describe('reliable lane: the per-user window', () => {
-  const clients = new ClientPool();
-  const servers: TestServer[] = [];
-  let redis: Redis | undefined;
+  const hubs = inProcessHubs();
+  const clients = hubs.clients;
   let prefix: string | undefined;
 
-  afterEach(async () => {
-    await clients.stopAll();
-    await Promise.allSettled(servers.splice(0).map((s) => s.close()));
-    redis?.disconnect();
-    if (prefix) await deletePrefix(REDIS_URL, prefix).catch(() => undefined);
-    redis = prefix = undefined;
-  });
+  afterEach(() => hubs.close());
 
-  const start = async (window: number): Promise<TestServer> => {
+  const start = (window: number): Promise<TestServer> => {
     prefix = uniquePrefix('window');
-    const server = await startServer({
-      backplane: new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix: prefix, reliable: { window } }),
-      authenticate: jwtAuthenticator({ secret: TEST_JWT_SECRET }),
-    });
-    servers.push(server);
-    redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-    return server;
+    return hubs.start(
+      new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix: prefix, reliable: { window } }),
+      prefix,
+    );
   };
 
   /**
@@ -81,7 +70,7 @@ describe('reliable lane: the per-user window', () => {
   };
 
   const ackedOffset = async (user: string) =>
-    Number((await redis!.get(reliableKeys(prefix!, HUB).user(user).acked))?.split(' ')[0] ?? 0);
+    Number((await hubs.inspect().get(reliableKeys(prefix!, HUB).user(user).acked))?.split(' ')[0] ?? 0);
 
   it('keeps up to `window` in flight, in offset order; acks advance over contiguous runs only', async () => {
     const window = 8;
@@ -144,22 +133,22 @@ describe('reliable lane: the per-user window', () => {
     await waitFor(async () => (await ackedOffset('cid')) === 50, { timeoutMs: 5_000, message: 'ack of 50' });
 
     const user = keys.user('cid');
-    await waitFor(async () => (await redis!.xlen(user.inbox)) === 0, {
+    await waitFor(async () => (await hubs.inspect().xlen(user.inbox)) === 0, {
       timeoutMs: 5_000,
       message: 'acked inbox entries removed',
     });
-    const streams = (await redis!.keys(`${prefix}:${HUB}:rl:{i:*}:deliveries`)) as string[];
+    const streams = (await hubs.inspect().keys(`${prefix}:${HUB}:rl:{i:*}:deliveries`)) as string[];
     expect(streams).toHaveLength(1);
-    await waitFor(async () => (await redis!.xlen(streams[0]!)) === 0, {
+    await waitFor(async () => (await hubs.inspect().xlen(streams[0]!)) === 0, {
       timeoutMs: 5_000,
       message: 'consumed wake-ups deleted',
     });
     // idempotency: one sorted set for the user, no key per message; a repeated key is still dropped
-    expect(await redis!.keys(`${prefix}:${HUB}:rl:{u:cid}:dedup:*`)).toEqual([]);
-    expect(await redis!.zcard(user.sent)).toBe(50);
+    expect(await hubs.inspect().keys(`${prefix}:${HUB}:rl:{u:cid}:dedup:*`)).toEqual([]);
+    expect(await hubs.inspect().zcard(user.sent)).toBe(50);
     const again = await hub.reliable.send({ userId: 'cid', target: 'note', args: [7], key: 'k7' });
     expect(again).toMatchObject({ duplicate: true, offset: 7, messageId: 'k7' });
-    expect(await redis!.get(user.seq)).toBe('50');
+    expect(await hubs.inspect().get(user.seq)).toBe('50');
     expect(seen).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
   });
 
