@@ -72,9 +72,13 @@ export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export type { HubServerStats } from './metrics/hub-metrics.js';
 export type { MetricsOptions } from './metrics/metrics-endpoint.js';
 export {
+  createOutbox,
+  DEFAULT_OUTBOX_HUB,
   DEFAULT_OUTBOX_TTL_MS,
   type DrizzleLike,
   enqueue,
+  type Outbox,
+  type OutboxDeployment,
   type OutboxMessage,
   type PgQueryable,
 } from './outbox/enqueue.js';

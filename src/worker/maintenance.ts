@@ -46,11 +46,13 @@ interface MaintenanceDeps extends Partial<MaintenanceOptions> {
   /** Where the hubs' Redis is (BullMQ gets connections of its own there); else `redisUrl`. */
   target?: RedisTarget;
   redisUrl?: string;
+  /** The deployment's channel prefix: only its rows are purged and dead-lettered. */
   prefix: string;
+  /** The hubs whose rows this worker serves. */
+  hubs: readonly string[];
   pool: pg.Pool;
-  /** Lane commands (for the dead-instance sweep). */
-  redis: RedisClient;
-  keys: ReliableKeys;
+  /** Each hub lane on each endpoint, with a connection there (for the dead-instance sweep). */
+  lanes: readonly { redis: RedisClient; keys: ReliableKeys }[];
   log: Logger;
   onDeadLetter?: DeadLetterHandler;
 }
@@ -140,12 +142,15 @@ export class Maintenance {
     return job.name === 'purge' ? this.purge() : this.sweep();
   }
 
-  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL. */
+  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL (this deployment's hubs only). */
   async purge(): Promise<{ purged: number; deadLettered: number }> {
     const pool = this.#deps.pool;
+    const scope = [this.#deps.prefix, this.#deps.hubs];
     const purged = await pool.query(
       `DELETE FROM relayhub_outbox WHERE id IN (
-         SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL LIMIT ${PURGE_BATCH})`,
+         SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL AND channel_prefix = $1 AND hub = ANY($2)
+         LIMIT ${PURGE_BATCH})`,
+      scope,
     );
     const client = await pool.connect();
     let deadLettered = 0;
@@ -160,8 +165,9 @@ export class Maintenance {
         fail_reason: string | null;
       }>(
         `SELECT id, user_id, target, args, message_key, fail_reason FROM relayhub_outbox
-         WHERE expires_at < now() AND acked_at IS NULL
+         WHERE expires_at < now() AND acked_at IS NULL AND channel_prefix = $1 AND hub = ANY($2)
          ORDER BY id LIMIT ${PURGE_BATCH} FOR UPDATE SKIP LOCKED`,
+        scope,
       );
       if (rows.length > 0) {
         await this.#deadLetters?.addBulk(
@@ -194,9 +200,12 @@ export class Maintenance {
     return { purged: purged.rowCount ?? 0, deadLettered };
   }
 
-  /** Removes dead hub instances' delivery streams and workers not seen for an hour. */
+  /** Removes dead hub instances' delivery streams (of every lane) and workers not seen for an hour. */
   async sweep(): Promise<{ deadInstances: string[] }> {
-    const deadInstances = await sweepDeadInstances(this.#deps.redis, this.#deps.keys);
+    const deadInstances: string[] = [];
+    for (const lane of this.#deps.lanes) {
+      deadInstances.push(...(await sweepDeadInstances(lane.redis, lane.keys)));
+    }
     await this.#deps.pool.query(`DELETE FROM relayhub_workers WHERE seen_at < now() - interval '1 hour'`);
     return { deadInstances };
   }

@@ -86,7 +86,11 @@ describe('outbox chaos: worker SIGKILLed mid-batch', () => {
         for (const seq of range(1, PER_USER)) {
           await c.query('BEGIN');
           for (const user of users) {
-            const { id } = await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] });
+            const { id } = await enqueue(
+              c,
+              { userId: user, target: TARGET, args: [{ user, seq }] },
+              { channelPrefix: p },
+            );
             expected.get(user)!.push(`outbox:${id}`);
           }
           await c.query('COMMIT');

@@ -102,17 +102,19 @@ describe('enqueue: with a pg client', () => {
     expect(client.calls).toHaveLength(2);
     const [insert, notify] = client.calls;
     expect(insert?.text).toMatch(
-      /^INSERT INTO relayhub_outbox \(user_id, partition, target, args, message_key/,
+      /^INSERT INTO relayhub_outbox \(channel_prefix, hub, user_id, partition, target, args, message_key/,
     );
     const values = insert?.values ?? [];
-    expect(values.slice(0, 5)).toEqual([
+    expect(values.slice(0, 7)).toEqual([
+      'relayhub',
+      '/hubs/demo',
       'alice',
       partitionOf('alice'),
       'orderStatus',
       '[{"orderId":"1"}]',
       'order-1-shipped',
     ]);
-    const expiresAt = (values[5] as Date).getTime();
+    const expiresAt = (values[7] as Date).getTime();
     expect(expiresAt).toBeGreaterThanOrEqual(before + 60_000);
     expect(expiresAt).toBeLessThanOrEqual(Date.now() + 60_000);
     expect(notify?.text).toBe(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
@@ -137,8 +139,8 @@ describe('enqueue: with a pg client', () => {
     const before = Date.now();
     await enqueue(client, valid);
     const values = client.calls[0]?.values ?? [];
-    expect(values[4]).toBeNull();
-    expect((values[5] as Date).getTime()).toBeGreaterThanOrEqual(before + DEFAULT_OUTBOX_TTL_MS);
+    expect(values[6]).toBeNull();
+    expect((values[7] as Date).getTime()).toBeGreaterThanOrEqual(before + DEFAULT_OUTBOX_TTL_MS);
     expect(DEFAULT_OUTBOX_TTL_MS).toBe(24 * 60 * 60 * 1000);
   });
 
