@@ -19,6 +19,9 @@ import { DEFAULT_ENDPOINT_NAME, RelayEndpoint } from './relay-endpoint.js';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
+/** Rows one relay pass claims, relays and marks by default. */
+export const DEFAULT_BATCH_SIZE = 1_000;
+
 export interface OutboxWorkerOptions {
   /** @default 'postgres://postgres@127.0.0.1:5432/test' */
   databaseUrl?: string;
@@ -194,7 +197,7 @@ export class OutboxWorker {
     this.#o = {
       databaseUrl: options.databaseUrl ?? DEFAULT_DATABASE_URL,
       redisUrl: options.redisUrl ?? DEFAULT_REDIS_URL,
-      batchSize: options.batchSize ?? 1_000,
+      batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
       pollIntervalMs: options.pollIntervalMs ?? 1_000,
       hotPollIntervalMs: options.hotPollIntervalMs ?? 10,
       hotForMs: options.hotForMs ?? 1_000,
