@@ -396,7 +396,7 @@ export class OutboxWorker {
    */
   async #checkEpochs(client: pg.ClientBase, always: boolean): Promise<void> {
     for (const endpoint of this.#endpoints) {
-      if (!endpoint.usable) continue;
+      if (!endpoint.ready) continue;
       try {
         for (const served of this.#served) {
           const read = await endpoint.readEpoch(served.keys);
@@ -559,7 +559,7 @@ export class OutboxWorker {
   async #relay(endpoint: RelayEndpoint, hub: string, rows: Row[], relayed: Relayed[]): Promise<void> {
     const keys = (this.#served.find((s) => s.hub === hub) as ServedHub).keys;
     const epoch = endpoint.epochOf(keys);
-    if (!endpoint.usable || epoch === undefined) {
+    if (endpoint.failing || epoch === undefined) {
       for (const row of rows) endpoint.held.add(row.user_id);
       return;
     }

@@ -49,6 +49,8 @@ export class RelayEndpoint {
   readonly #epochs = new Map<string, string>();
   readonly #log: Logger;
   #failing = false;
+  #reachable = false;
+  #probing = false;
   #retryAt = 0;
   #backoff = FIRST_RETRY_MS;
 
@@ -78,13 +80,30 @@ export class RelayEndpoint {
     return connectClient(this.redis, this.target, timeoutMs);
   }
 
-  /** Whether rows may be sent here now (not failing, or failing and due for a retry). */
-  get usable(): boolean {
-    return !this.#failing || Date.now() >= this.#retryAt;
-  }
-
+  /** It failed and has not answered since: its users' rows are held back. */
   get failing(): boolean {
     return this.#failing;
+  }
+
+  /**
+   * Whether the relay loop should talk to it now: it is not failing, or a probe found it answering again.
+   * While it is failing, this starts a probe (a PING, in the background, once the backoff has passed), so
+   * that an endpoint that hangs does not hold up the loop and the other endpoints' users.
+   */
+  get ready(): boolean {
+    if (!this.#failing) return true;
+    if (this.#reachable) return true;
+    if (!this.#probing && Date.now() >= this.#retryAt) {
+      this.#probing = true;
+      this.redis
+        .ping()
+        .then(
+          () => (this.#reachable = true),
+          (error: unknown) => this.failed(error, []),
+        )
+        .finally(() => (this.#probing = false));
+    }
+    return false;
   }
 
   /** Reads `hub`'s epoch, setting a new one when the key is missing. Throws when Redis does not answer. */
@@ -115,6 +134,7 @@ export class RelayEndpoint {
       );
     }
     this.#failing = true;
+    this.#reachable = false;
     this.#retryAt = Date.now() + this.#backoff;
     this.#backoff = Math.min(MAX_RETRY_MS, this.#backoff * 2);
   }
@@ -128,6 +148,7 @@ export class RelayEndpoint {
       );
     }
     this.#failing = false;
+    this.#reachable = false;
     this.#backoff = FIRST_RETRY_MS;
     this.held.clear();
   }
