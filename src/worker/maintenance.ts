@@ -57,7 +57,12 @@ interface MaintenanceDeps extends Partial<MaintenanceOptions> {
   onDeadLetter?: DeadLetterHandler;
 }
 
-const PURGE_BATCH = 1_000;
+const PURGE_BATCH = 5_000;
+/**
+ * Batches of acked rows one purge deletes at most (it goes on while batches come back full): 100k rows
+ * per purge interval, far above what the relay acks, so that the table does not grow under load.
+ */
+const PURGE_MAX_BATCHES = 20;
 
 /**
  * The worker's scheduled maintenance on BullMQ (never the hot relay path): `purge` deletes acked rows and
@@ -146,12 +151,17 @@ export class Maintenance {
   async purge(): Promise<{ purged: number; deadLettered: number }> {
     const pool = this.#deps.pool;
     const scope = [this.#deps.prefix, this.#deps.hubs];
-    const purged = await pool.query(
-      `DELETE FROM relayhub_outbox WHERE id IN (
-         SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL AND channel_prefix = $1 AND hub = ANY($2)
-         LIMIT ${PURGE_BATCH})`,
-      scope,
-    );
+    let purged = 0;
+    for (let batch = 0; batch < PURGE_MAX_BATCHES; batch++) {
+      const { rowCount } = await pool.query(
+        `DELETE FROM relayhub_outbox WHERE id IN (
+           SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL AND channel_prefix = $1 AND hub = ANY($2)
+           LIMIT ${PURGE_BATCH})`,
+        scope,
+      );
+      purged += rowCount ?? 0;
+      if ((rowCount ?? 0) < PURGE_BATCH) break;
+    }
     const client = await pool.connect();
     let deadLettered = 0;
     try {
@@ -197,7 +207,7 @@ export class Maintenance {
     } finally {
       client.release();
     }
-    return { purged: purged.rowCount ?? 0, deadLettered };
+    return { purged, deadLettered };
   }
 
   /** Removes dead hub instances' delivery streams (of every lane) and workers not seen for an hour. */

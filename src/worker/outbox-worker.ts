@@ -12,6 +12,7 @@ import { type RedisTarget, targetOf } from '../redis/connection.js';
 import { type EndpointConfig, inboxEndpointOf, validateEndpoints } from '../redis/endpoints.js';
 import { DEFAULT_OUTBOX_HUB, OUTBOX_CHANNEL, outboxDeployment, USER_ID } from '../outbox/enqueue.js';
 import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
+import { type HubPartitions, ownedCondition } from '../outbox/owned-condition.js';
 import { migrate } from '../outbox/migrate.js';
 import { type DeadLetterHandler, Maintenance, type MaintenanceOptions } from './maintenance.js';
 import { PartitionOwner } from './partition-owner.js';
@@ -460,17 +461,9 @@ export class OutboxWorker {
     return rowCount ?? 0;
   }
 
-  /** The owned partitions as parallel arrays of (hub, partition), for the queries. */
-  #ownedPairs(): { hubs: string[]; partitions: number[] } {
-    const hubs: string[] = [];
-    const partitions: number[] = [];
-    for (const served of this.#served) {
-      for (const partition of served.owner.owned) {
-        hubs.push(served.hub);
-        partitions.push(partition);
-      }
-    }
-    return { hubs, partitions };
+  /** The partitions this worker owns, per served hub. */
+  #owned(): HubPartitions[] {
+    return this.#served.map((s) => ({ hub: s.hub, partitions: s.owner.owned }));
   }
 
   /**
@@ -478,8 +471,8 @@ export class OutboxWorker {
    * failing endpoint), relays it in bulk, and marks what Redis took, in one transaction.
    */
   async #relayPass(client: pg.ClientBase): Promise<number> {
-    const owned = this.#ownedPairs();
-    if (owned.hubs.length === 0) return 0;
+    const owned = ownedCondition(this.#owned(), 4);
+    if (owned.sql === 'false') return 0;
     this.stats.passes++;
     const held = this.#endpoints.flatMap((e) => [...e.held]);
     await client.query('BEGIN');
@@ -488,11 +481,10 @@ export class OutboxWorker {
       // relayed is still unrelayed, so the next pass finds it.
       const { rows } = await client.query<Row>(
         `SELECT id, hub, user_id, target, args, message_key FROM relayhub_outbox
-         WHERE channel_prefix = $1 AND relayed_at IS NULL AND failed_at IS NULL
-           AND (hub, partition) IN (SELECT h, p FROM unnest($2::text[], $3::smallint[]) AS t(h, p))
-           AND user_id <> ALL($4::text[])
-         ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED`,
-        [this.channelPrefix, owned.hubs, owned.partitions, held, this.#o.batchSize],
+         WHERE channel_prefix = $1 AND relayed_at IS NULL AND failed_at IS NULL AND ${owned.sql}
+           AND user_id <> ALL($2::text[])
+         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`,
+        [this.channelPrefix, held, this.#o.batchSize, ...owned.params],
       );
       const poison: { id: string; reason: string }[] = [];
       const groups = new Map<RelayEndpoint, Map<string, Row[]>>();
@@ -520,7 +512,7 @@ export class OutboxWorker {
           `UPDATE relayhub_outbox SET relayed_at = now(), relay_epoch = u.e, lane_offset = u.o,
              relay_endpoint = u.n, relayed_by = $5
            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, o, n, e)
-           WHERE relayhub_outbox.id = u.id`,
+           WHERE relayhub_outbox.id = u.id AND relayhub_outbox.id = ANY($1::bigint[])`,
           [
             relayed.map((r) => r.id),
             relayed.map((r) => r.offset),
@@ -533,7 +525,8 @@ export class OutboxWorker {
       if (poison.length > 0) {
         await client.query(
           `UPDATE relayhub_outbox SET failed_at = now(), fail_reason = u.r
-           FROM unnest($1::bigint[], $2::text[]) AS u(id, r) WHERE relayhub_outbox.id = u.id`,
+           FROM unnest($1::bigint[], $2::text[]) AS u(id, r)
+           WHERE relayhub_outbox.id = u.id AND relayhub_outbox.id = ANY($1::bigint[])`,
           [poison.map((p) => p.id), poison.map((p) => p.reason)],
         );
         for (const p of poison) this.#log.warn({ id: p.id, reason: p.reason }, 'poison outbox row set aside');
@@ -616,15 +609,14 @@ export class OutboxWorker {
    * (pipelined per endpoint) and records the acks on their rows in one statement.
    */
   async #syncAcks(): Promise<void> {
-    const owned = this.#ownedPairs();
-    if (owned.hubs.length === 0) return;
+    const owned = ownedCondition(this.#owned(), 4);
+    if (owned.sql === 'false') return;
     const { rows } = await this.#pool.query<{ hub: string; relay_endpoint: string; user_id: string }>(
       `SELECT DISTINCT hub, relay_endpoint, user_id FROM relayhub_outbox
-       WHERE channel_prefix = $1 AND relayed_at IS NOT NULL AND acked_at IS NULL
-         AND (hub, partition) IN (SELECT h, p FROM unnest($2::text[], $3::smallint[]) AS t(h, p))
-         AND user_id > $4
-       ORDER BY user_id LIMIT $5`,
-      [this.channelPrefix, owned.hubs, owned.partitions, this.#ackCursor, this.#o.ackSyncBatch],
+       WHERE channel_prefix = $1 AND relayed_at IS NOT NULL AND acked_at IS NULL AND ${owned.sql}
+         AND user_id > $2
+       ORDER BY user_id LIMIT $3`,
+      [this.channelPrefix, this.#ackCursor, this.#o.ackSyncBatch, ...owned.params],
     );
     // note: the next sync reads the next page; after the last, it starts again from the first.
     this.#ackCursor = rows.length === this.#o.ackSyncBatch ? (rows.at(-1)?.user_id ?? '') : '';
@@ -667,10 +659,12 @@ export class OutboxWorker {
       }),
     );
     if (acked.users.length === 0) return;
+    // note: `user_id = ANY` besides the join, so that the planner finds the rows by index, not by a scan.
     const { rowCount } = await this.#pool.query(
       `UPDATE relayhub_outbox SET acked_at = now()
        FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS u(hub, n, user_id, o, e)
-       WHERE relayhub_outbox.channel_prefix = $1 AND relayhub_outbox.hub = u.hub
+       WHERE relayhub_outbox.channel_prefix = $1 AND relayhub_outbox.user_id = ANY($4::text[])
+         AND relayhub_outbox.hub = u.hub
          AND relayhub_outbox.user_id = u.user_id AND relayhub_outbox.relay_endpoint = u.n
          AND relayhub_outbox.relay_epoch = u.e AND relayhub_outbox.lane_offset <= u.o
          AND relayhub_outbox.acked_at IS NULL`,
@@ -684,8 +678,7 @@ export class OutboxWorker {
    * oldest, in seconds (one query).
    */
   backlog(): Promise<OutboxBacklog> {
-    const owned = this.#ownedPairs();
-    return outboxBacklog(this.#pool, { channelPrefix: this.channelPrefix, ...owned });
+    return outboxBacklog(this.#pool, { channelPrefix: this.channelPrefix, owned: this.#owned() });
   }
 
   /** Finishes the batch in hand, gives the partitions back, and closes every connection. Idempotent. */
