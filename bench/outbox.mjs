@@ -47,11 +47,12 @@ const config = {
   commits: Math.round(envNumber('BENCH_OUTBOX_COMMITS', 5_000)),
   concurrency: Math.round(envNumber('BENCH_OUTBOX_CONCURRENCY', 16)),
   warmup: Math.round(envNumber('BENCH_OUTBOX_WARMUP', 500)),
+  backlog: Math.round(envNumber('BENCH_OUTBOX_BACKLOG', 20_000)),
   rate: envNumber('BENCH_OUTBOX_RATE', 1_000),
   rateMs: envNumber('BENCH_OUTBOX_RATE_MS', 3_000),
   quietWaitMs: envNumber('BENCH_QUIET_WAIT_MS', 3_000),
   startQuietMs: envNumber('BENCH_START_QUIET_MS', 15_000),
-  maxMs: envNumber('BENCH_MAX_MS', 115_000),
+  maxMs: envNumber('BENCH_MAX_MS', 240_000),
 };
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -163,6 +164,19 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
     for (const worker of paused ?? []) worker.kill('SIGCONT');
     resumed = now();
   }
+  // note: the relay alone (Postgres -> Redis, not the lane's delivery): until no row of the phase is unrelayed
+  let relayedSeconds = NaN;
+  if (paused) {
+    for (;;) {
+      const { rows } = await relayPool.query(
+        `SELECT count(*)::int AS n FROM relayhub_outbox WHERE relayed_at IS NULL AND (args -> 0 ->> 'p')::int = $1`,
+        [phase],
+      );
+      if (rows[0].n === 0 || now() - resumed > 60_000) break;
+      await sleep(10);
+    }
+    relayedSeconds = (now() - resumed) / 1_000;
+  }
   const committed = resumed;
   lastProgress = Math.max(lastProgress, committed);
   while (acked < count - errors && now() - lastProgress < 10_000 && now() - t0 < 60_000) await sleep(5);
@@ -186,6 +200,8 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
     firstError: firstError ? String(firstError.message ?? firstError) : undefined,
     seconds,
     perSecond: report.received / seconds,
+    relayedSeconds,
+    relayedPerSecond: (count - errors) / relayedSeconds,
     ...(paused ? { p50: NaN, p99: NaN, max: NaN } : percentiles(latencies)),
   };
 }
@@ -245,6 +261,7 @@ onCleanup(
 );
 const redis = redisClient(redisUrl);
 const pool = quiet(new pg.Pool({ connectionString: url('monitor'), max: 2 }));
+const relayPool = quiet(new pg.Pool({ connectionString: url('monitor'), max: 1 }));
 const producers = [];
 const results = [];
 try {
@@ -354,7 +371,7 @@ try {
     cpu = sampler();
     const backlog = await runCommits(clients, producers, {
       phase: ++phase,
-      count: config.commits,
+      count: config.backlog,
       offset: clock.offset,
       paused: workers,
     });
@@ -388,7 +405,8 @@ try {
     console.log(
       `  ${count} worker(s), backlog: ${fmt(backlog.committed)} rows committed while the workers were stopped, ` +
         `${fmt(backlog.received)} acked ${backlog.seconds.toFixed(2)} s after they resumed: ` +
-        `${fmt(backlog.perSecond)}/s; ${failures(backlog)}`,
+        `${fmt(backlog.perSecond)}/s (relayed into Redis in ${backlog.relayedSeconds.toFixed(2)} s: ` +
+        `${fmt(backlog.relayedPerSecond)} rows/s); ${failures(backlog)}`,
     );
     const { rows: found, passes: n, span } = backlog.passes;
     if (n > 1) {
@@ -413,6 +431,7 @@ try {
 } finally {
   await Promise.all(producers.map((c) => c.end().catch(() => undefined)));
   await pool.end().catch(() => undefined);
+  await relayPool.end().catch(() => undefined);
   await admin.end().catch(() => undefined);
   redis.disconnect();
   await cleanup();
@@ -509,10 +528,13 @@ console.log(
     rate: config.rate,
     backlogRowsPerSec: round(by(2)?.backlog.perSecond, 0),
     backlogRowsPerSec1Worker: round(by(1)?.backlog.perSecond, 0),
+    backlogRelayedRowsPerSec: round(by(2)?.backlog.relayedPerSecond, 0),
+    backlogRelayedRowsPerSec1Worker: round(by(1)?.backlog.relayedPerSecond, 0),
     secondWorkerBacklogRatio: round(by(2)?.backlog.perSecond / by(1)?.backlog.perSecond),
     lost: results.reduce((n, r) => n + r.live.lost + r.paced.lost + r.backlog.lost, 0),
     users: config.users,
     commits: config.commits,
+    backlog: config.backlog,
     concurrency: config.concurrency,
   })}`,
 );

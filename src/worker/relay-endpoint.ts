@@ -71,9 +71,10 @@ export class RelayEndpoint {
     this.scripts = laneScripts(this.redis);
   }
 
-  /** `'<name>' at <where>`, for log lines. */
+  /** `at <where>` (one Redis) or `'<name>' at <where>`, for log lines. */
   get where(): string {
-    return `'${this.name}' at ${describeTarget(this.target)}`;
+    const at = `at ${describeTarget(this.target)}`;
+    return this.name === DEFAULT_ENDPOINT_NAME ? at : `'${this.name}' ${at}`;
   }
 
   connect(timeoutMs: number): Promise<void> {
@@ -130,7 +131,7 @@ export class RelayEndpoint {
     if (!this.#failing) {
       this.#log.warn(
         { endpoint: this.name, err: error },
-        `Redis endpoint ${this.where} did not take outbox messages (${describe(error)}): its users' rows wait in Postgres, in order, and are sent when it answers again; other endpoints are not affected`,
+        `Redis ${this.where} did not take outbox messages (${describe(error)}): its users' rows wait in Postgres, in order, and are sent when it answers again; other endpoints are not affected`,
       );
     }
     this.#failing = true;
@@ -144,7 +145,7 @@ export class RelayEndpoint {
     if (this.#failing) {
       this.#log.info(
         { endpoint: this.name, users: this.held.size },
-        `Redis endpoint ${this.where} answers again: sending the rows that waited for it (${this.held.size} users)`,
+        `Redis ${this.where} answers again: sending the rows that waited for it (${this.held.size} users)`,
       );
     }
     this.#failing = false;
