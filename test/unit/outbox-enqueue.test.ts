@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RelayhubError } from '../../src/errors.js';
 import {
+  createOutbox,
   DEFAULT_OUTBOX_TTL_MS,
   enqueue,
   NOTIFY_THROTTLE_MS,
@@ -173,5 +174,38 @@ describe('partitionOf / fnv1a', () => {
     // every partition gets some users, none gets more than three times its fair share
     expect(Math.min(...counts)).toBeGreaterThan(0);
     expect(Math.max(...counts)).toBeLessThan(300);
+  });
+});
+
+describe('enqueue: the deployment a row belongs to', () => {
+  it("records the deployment's prefix and hub, and a message's own hub over the default", async () => {
+    const client = fakeClient();
+    await enqueue(client, valid, { channelPrefix: 'shop', hub: '/hubs/orders' });
+    await enqueue(client, { ...valid, hub: '/hubs/chat' }, { channelPrefix: 'shop', hub: '/hubs/orders' });
+    const inserts = client.calls.filter((c) => c.text.startsWith('INSERT'));
+    expect(inserts.map((c) => c.values?.slice(0, 3))).toEqual([
+      ['shop', '/hubs/orders', 'alice'],
+      ['shop', '/hubs/chat', 'alice'],
+    ]);
+  });
+
+  it('createOutbox checks the deployment once and fills it in', async () => {
+    expect(createOutbox()).toMatchObject({ channelPrefix: 'relayhub', hub: '/hubs/demo' });
+    const outbox = createOutbox({ channelPrefix: 'shop' });
+    const client = fakeClient();
+    await outbox.enqueue(client, valid);
+    expect(client.calls[0]?.values?.slice(0, 2)).toEqual(['shop', '/hubs/demo']);
+    expect(() => createOutbox({ channelPrefix: 'a b' })).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG' }) as Error,
+    );
+    expect(() => createOutbox({ hub: 'hubs/no-slash' })).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG' }) as Error,
+    );
+  });
+
+  it.each([['no-slash'], ['/a b'], ['/a{b}'], [42]])('refuses a message hub %s', async (hub) => {
+    const error = await rejection({ ...valid, hub });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe("Outbox message has a 'hub' that is not a path such as '/hubs/orders'.");
   });
 });
