@@ -89,4 +89,4 @@ export {
   type MaintenanceOptions,
   type OutboxDeadLetter,
 } from './worker/maintenance.js';
-export { OutboxWorker, type OutboxWorkerOptions } from './worker/outbox-worker.js';
+export { OutboxWorker, type OutboxWorkerOptions, type OutboxWorkerStats } from './worker/outbox-worker.js';

@@ -210,13 +210,16 @@ export class Maintenance {
     return { purged, deadLettered };
   }
 
-  /** Removes dead hub instances' delivery streams (of every lane) and workers not seen for an hour. */
+  /** Removes dead hub instances' delivery streams (of every lane) and this prefix's workers not seen for an hour. */
   async sweep(): Promise<{ deadInstances: string[] }> {
     const deadInstances: string[] = [];
     for (const lane of this.#deps.lanes) {
       deadInstances.push(...(await sweepDeadInstances(lane.redis, lane.keys)));
     }
-    await this.#deps.pool.query(`DELETE FROM relayhub_workers WHERE seen_at < now() - interval '1 hour'`);
+    await this.#deps.pool.query(
+      `DELETE FROM relayhub_workers WHERE channel_prefix = $1 AND seen_at < now() - interval '1 hour'`,
+      [this.#deps.prefix],
+    );
     return { deadInstances };
   }
 
