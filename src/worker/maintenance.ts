@@ -212,10 +212,11 @@ export class Maintenance {
 
   /** Removes dead hub instances' delivery streams (of every lane) and this prefix's workers not seen for an hour. */
   async sweep(): Promise<{ deadInstances: string[] }> {
-    const deadInstances: string[] = [];
-    for (const lane of this.#deps.lanes) {
-      deadInstances.push(...(await sweepDeadInstances(lane.redis, lane.keys)));
-    }
+    // note: an endpoint that is down is swept at a later run; the others are swept now.
+    const swept = await Promise.allSettled(this.#deps.lanes.map((l) => sweepDeadInstances(l.redis, l.keys)));
+    const deadInstances = swept.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+    const [first] = swept;
+    if (first?.status === 'rejected' && swept.every((r) => r.status === 'rejected')) throw first.reason;
     await this.#deps.pool.query(
       `DELETE FROM relayhub_workers WHERE channel_prefix = $1 AND seen_at < now() - interval '1 hour'`,
       [this.#deps.prefix],
