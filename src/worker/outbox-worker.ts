@@ -106,6 +106,7 @@ interface ServedHub {
 /** A relayed row, as its mark records it. */
 interface Relayed {
   id: string;
+  hub: string;
   offset: number;
   endpoint: string;
   epoch: string;
@@ -535,8 +536,10 @@ export class OutboxWorker {
       this.stats.relayed += relayed.length;
       this.stats.poison += poison.length;
       this.stats.held += rows.length - relayed.length - poison.length;
-      for (const r of relayed)
+      for (const r of relayed) {
         this.stats.byEndpoint[r.endpoint] = (this.stats.byEndpoint[r.endpoint] ?? 0) + 1;
+        this.stats.byHub[r.hub] = (this.stats.byHub[r.hub] ?? 0) + 1;
+      }
       return rows.length;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -580,18 +583,15 @@ export class OutboxWorker {
     }
     let failure: unknown;
     const failedUsers: string[] = [];
-    let sent = 0;
     outcomes.forEach((outcome, i) => {
       const row = rows[i] as Row;
       if (outcome.ok) {
-        relayed.push({ id: row.id, offset: outcome.result.offset, endpoint: endpoint.name, epoch });
-        sent++;
+        relayed.push({ id: row.id, hub, offset: outcome.result.offset, endpoint: endpoint.name, epoch });
       } else {
         failure ??= outcome.error;
         failedUsers.push(row.user_id);
       }
     });
-    this.stats.byHub[hub] = (this.stats.byHub[hub] ?? 0) + sent;
     if (failure) endpoint.failed(failure, failedUsers);
   }
 

@@ -7,7 +7,7 @@
  * the user's inbox endpoint.
  *
  * Orders are committed at a steady pace while endpoint `a` is stopped for 5 s (SIGTERM, then started
- * again on its port with its data). Meanwhile `b`'s users keep receiving (each message within 2 s of its
+ * again on its port with its data). Meanwhile `b`'s users keep receiving (each message within 2.5 s of its
  * commit) and `a`'s users receive nothing; afterwards every message has arrived at every user, in order,
  * with gapless lane offsets (each message once in the lane).
  *
@@ -40,6 +40,8 @@ const USERS_PER_ENDPOINT = 3;
 const ORDERS = 60;
 const PACE_MS = 120;
 const DOWN_MS = 5_000;
+/** On time for b's users during a's outage (far below the outage; a loaded machine takes ~1 s). */
+const LATE_MS = 2_500;
 
 describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', () => {
   const processes = new InstancePool();
@@ -152,7 +154,7 @@ describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', ()
       const downAt = { committed, a: received(usersA), b: received(usersB), at: Date.now() };
       // the outage: a deliberate duration
       await new Promise((resolve) => setTimeout(resolve, DOWN_MS));
-      const during = { committed, a: received(usersA), b: received(usersB) };
+      const during = { committed, a: received(usersA), b: received(usersB), at: Date.now() };
       await a!.start();
 
       await producing;
@@ -165,12 +167,19 @@ describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', ()
             deliveryProblems(log, expected).slice(0, 10).join('\n'),
         );
       }
-      // b's users during the outage: every message committed in it arrived within 2 s of its commit
+      // b's users during the outage: how late their messages committed in it arrived, and how many of those
+      // committed early enough to arrive on time (LATE_MS) arrived before the outage ended
       let worstB = 0;
+      let dueInOutage = 0;
+      let arrivedInOutage = 0;
       for (const user of usersB) {
         for (const r of log.distinct(user)) {
           const commit = committedAt.get(r.messageId) ?? 0;
-          if (commit >= downAt.at && commit <= downAt.at + DOWN_MS) worstB = Math.max(worstB, r.at - commit);
+          if (commit < downAt.at || commit > during.at) continue;
+          worstB = Math.max(worstB, r.at - commit);
+          if (commit > during.at - LATE_MS) continue;
+          dueInOutage++;
+          if (r.at <= during.at) arrivedInOutage++;
         }
       }
       console.info(
@@ -182,10 +191,9 @@ describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', ()
       expect(during.committed - downAt.committed).toBeGreaterThan(20);
       // nothing reached a's users while their endpoint was down; b's kept flowing, on time
       expect(during.a).toBe(downAt.a);
-      expect(during.b - downAt.b).toBeGreaterThanOrEqual(
-        (during.committed - downAt.committed - 2) * USERS_PER_ENDPOINT,
-      );
-      expect(worstB).toBeLessThan(2_000);
+      expect(dueInOutage).toBeGreaterThanOrEqual(10 * USERS_PER_ENDPOINT);
+      expect(arrivedInOutage).toBe(dueInOutage);
+      expect(worstB).toBeLessThan(LATE_MS);
       // afterwards: every message, in commit order, each once in its user's lane
       expect(deliveryProblems(log, expected)).toEqual([]);
       for (const user of users) {
