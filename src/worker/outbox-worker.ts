@@ -495,7 +495,7 @@ export class OutboxWorker {
           poison.push({ id: row.id, reason });
           continue;
         }
-        const endpoint = inboxEndpointOf(row.user_id, this.#endpoints);
+        const endpoint = this.#inboxEndpoint(row.user_id);
         let byHub = groups.get(endpoint);
         if (!byHub) groups.set(endpoint, (byHub = new Map()));
         const list = byHub.get(row.hub);
@@ -593,6 +593,12 @@ export class OutboxWorker {
       }
     });
     if (failure) endpoint.failed(failure, failedUsers);
+  }
+
+  /** The user's inbox endpoint (one SHA-1 per endpoint and user; none with a single endpoint). */
+  #inboxEndpoint(userId: string): RelayEndpoint {
+    const [only] = this.#endpoints;
+    return this.#endpoints.length === 1 && only ? only : inboxEndpointOf(userId, this.#endpoints);
   }
 
   #poisonReason(row: Row): string | undefined {
