@@ -19,6 +19,26 @@ export {
   type RedisOption,
 } from './backplane/create-backplane.js';
 export { DEFAULT_CHANNEL_PREFIX } from './redis/keys.js';
+export {
+  type EndpointConfig,
+  type EndpointType,
+  inboxEndpointOf,
+  parseEndpointEntries,
+  parsePublicUrls,
+} from './redis/endpoints.js';
+export {
+  EndpointsBackplane,
+  type EndpointsBackplaneOptions,
+  type EndpointsHealth,
+} from './backplane/endpoints/endpoints-backplane.js';
+export {
+  DefaultEndpointRouter,
+  type EndpointRouter,
+  type EndpointView,
+  type NegotiateRequest,
+} from './backplane/endpoints/endpoint-router.js';
+export type { EndpointHealthReport } from './backplane/endpoints/endpoint-health.js';
+export type { DedupWindowOptions } from './backplane/endpoints/dedup-window.js';
 export { PubSubBackplane, type PubSubBackplaneOptions } from './backplane/pubsub/pubsub-backplane.js';
 export type { RedisConnectionOptions } from './backplane/pubsub/redis-connection.js';
 export type { RedisOptions, RedisTarget } from './redis/connection.js';

@@ -23,14 +23,14 @@ const list = (value: string): string[] =>
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
 
-/** A repeatable option whose values (and its environment variable's) are entries separated by whitespace or commas. */
-const collect = (value: string, previous: string[] | undefined): string[] => [
+/** A repeatable option: each occurrence (or the environment variable) adds its value. */
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** A repeatable option whose values (and its environment variable's) are items separated by whitespace or commas. */
+const collectItems = (value: string, previous: string[] | undefined): string[] => [
   ...(previous ?? []),
   ...value.split(/[\s,]+/).filter((item) => item.length > 0),
 ];
-
-/** A repeatable option taking whitespace-separated entries (`REDIS_ENDPOINTS`); the command parses them. */
-const entries = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 const count = (value: string): number => {
   const n = Number(value);
@@ -112,6 +112,34 @@ program.addCommand(
       new Option('--instance-id <id>', 'stable id of this instance (default: random)').env('INSTANCE_ID'),
     )
     .addOption(
+      new Option(
+        '--connection-token-secret <secret>',
+        'signs connection tokens; the same on every instance lets WebSockets skip sticky sessions (default: derived from --jwt-secret)',
+      ).env('CONNECTION_TOKEN_SECRET'),
+    )
+    .addOption(
+      new Option(
+        '--redis-endpoint <entry>',
+        'a Redis endpoint NAME[:primary|:secondary]=REDIS_URL, instead of --redis-url (repeatable; env: entries separated by whitespace)',
+      )
+        .env('REDIS_ENDPOINTS')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--public-url <entry>',
+        'NAME=BASE_URL: the public address of the instances whose primary is endpoint NAME, for negotiate redirects (repeatable)',
+      )
+        .env('PUBLIC_URLS')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--self-url <url>',
+        "this instance's public base URL (default: its primaries' --public-url count as its own)",
+      ).env('SELF_URL'),
+    )
+    .addOption(
       // note: not .env(): commander turns a boolean flag on whenever the variable exists, even 'false'.
       new Option(
         '--example-app',
@@ -176,7 +204,7 @@ program.addCommand(
           "each user's rows go to the user's inbox endpoint; replaces --redis-url",
       )
         .env('REDIS_ENDPOINTS')
-        .argParser(entries),
+        .argParser(collect),
     )
     .addOption(
       new Option(
@@ -184,7 +212,7 @@ program.addCommand(
         'a hub whose outbox rows this worker relays, repeatable (env HUBS, comma- or space-separated; default /hubs/demo)',
       )
         .env('HUBS')
-        .argParser(collect),
+        .argParser(collectItems),
     )
     .addOption(
       new Option('--instance-id <id>', 'stable id of this worker (default: random)').env('INSTANCE_ID'),

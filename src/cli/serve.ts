@@ -14,17 +14,27 @@ import { DASHBOARD_PATH, dashboard } from '../dashboard/dashboard.js';
 import { demoPage } from '../example/demo-page.js';
 import { outboxBacklog } from '../outbox/backlog.js';
 import { targetFromUrl } from '../redis/connection.js';
+import { connectionTokenSecretFrom } from '../hub/connection-token.js';
+import { type EndpointConfig, parseEndpointEntries, parsePublicUrls } from '../redis/endpoints.js';
 
 export interface ServeOptions {
   port: number;
   host: string;
   backplane: 'memory' | 'pubsub' | 'streams';
   redisUrl: string;
-  /** `--redis-cluster`: `redisUrl` lists Cluster seed nodes. */
+  /** `--redis-cluster`: `redisUrl` lists Cluster seed nodes (and so does each endpoint's URL). */
   redisCluster: boolean;
+  /** `--redis-endpoint` / `REDIS_ENDPOINTS`: entries `NAME[:primary|:secondary]=REDIS_URL`; replaces redisUrl. */
+  redisEndpoint?: string[];
+  /** `--public-url` / `PUBLIC_URLS`: entries `NAME=BASE_URL`, the public address of endpoint NAME's instances. */
+  publicUrl?: string[];
+  /** `--self-url` / `SELF_URL`: this instance's public base URL. */
+  selfUrl?: string;
   channelPrefix: string;
   instanceId?: string;
   jwtSecret?: string;
+  /** Signs connection tokens, the same on every instance (default: derived from `jwtSecret`, if set). */
+  connectionTokenSecret?: string;
   databaseUrl: string;
   /** false with --no-metrics. */
   metrics: boolean;
@@ -61,6 +71,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
       remedy: 'Set JWT_SECRET (or --jwt-secret), or drop --example-app.',
     });
   }
+  const endpoints = endpointsOf(options);
   const pool = options.exampleApp
     ? new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
     : undefined;
@@ -75,13 +86,20 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     if (orders) return orders(req, res);
     res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":"Not found."}');
   };
+  // note: shared by every instance that shares JWT_SECRET, so that WebSockets need no sticky sessions.
+  const connectionTokenSecret =
+    options.connectionTokenSecret ??
+    (options.jwtSecret ? connectionTokenSecretFrom(options.jwtSecret) : undefined);
   const server = new HubServer({
     authenticate,
+    ...(connectionTokenSecret === undefined ? {} : { connectionTokenSecret }),
     backplane:
       options.backplane === 'memory'
         ? 'memory'
         : createBackplane(options.backplane, {
-            redis: targetFromUrl(options.redisUrl, options.redisCluster),
+            ...(endpoints
+              ? { endpoints, ...(options.selfUrl !== undefined ? { selfUrl: options.selfUrl } : {}) }
+              : { redis: targetFromUrl(options.redisUrl, options.redisCluster) }),
             channelPrefix: options.channelPrefix,
             instanceId,
             logger,
@@ -131,10 +149,15 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   if (!options.jwtSecret) {
     logger.warn('JWT_SECRET is not set: connections are anonymous and clients.user() reaches nobody.');
   }
+  if (connectionTokenSecret === undefined && options.backplane !== 'memory') {
+    logger.warn(
+      'Neither CONNECTION_TOKEN_SECRET nor JWT_SECRET is set: each instance signs connection tokens with its own key, so a WebSocket must reach the instance that answered its negotiate (sticky sessions).',
+    );
+  }
   // note: scripts and tests read this line to learn the port when they pass --port 0; it is the one
   // record of the event (no log line repeats it).
   process.stdout.write(
-    `relayhub listening on port ${address.port} (hub ${DEMO_HUB_PATH}, backplane ${options.backplane}, instance ${instanceId}${pool ? ', example app' : ''})\n`,
+    `relayhub listening on port ${address.port} (hub ${DEMO_HUB_PATH}, backplane ${options.backplane}, instance ${instanceId}${endpoints ? `, endpoints ${endpoints.map((e) => `${e.name}:${e.type}`).join(' ')}` : ''}${pool ? ', example app' : ''})\n`,
   );
   if (server.metricsAddress) {
     process.stdout.write(`relayhub metrics on port ${server.metricsAddress.port}\n`);
@@ -152,6 +175,50 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
     },
     `relayhub ${instanceId}`,
   );
+}
+
+/**
+ * The endpoints of `--redis-endpoint` / `REDIS_ENDPOINTS` with their `--public-url` / `PUBLIC_URLS`;
+ * undefined when none is given (one Redis at `--redis-url`). A bad entry throws `ERR_CONFIG` naming it.
+ */
+export function endpointsOf(
+  options: Pick<ServeOptions, 'backplane' | 'redisCluster' | 'redisEndpoint' | 'publicUrl' | 'selfUrl'>,
+): EndpointConfig[] | undefined {
+  const entries = parseEndpointEntries(options.redisEndpoint ?? []);
+  const urls = parsePublicUrls(options.publicUrl ?? []);
+  if (entries.length === 0) {
+    if (urls.size > 0 || options.selfUrl !== undefined) {
+      throw new RelayhubError('ERR_CONFIG', 'PUBLIC_URLS and SELF_URL apply to Redis endpoints.', {
+        remedy: 'Set REDIS_ENDPOINTS (or --redis-endpoint), or drop them.',
+      });
+    }
+    return undefined;
+  }
+  if (options.backplane === 'memory') {
+    throw new RelayhubError('ERR_CONFIG', "Redis endpoints need the 'pubsub' or 'streams' backplane.", {
+      remedy: 'Add --backplane pubsub (or streams), or drop REDIS_ENDPOINTS.',
+    });
+  }
+  for (const [name, url] of urls) {
+    if (!entries.some((entry) => entry.name === name)) {
+      throw new RelayhubError(
+        'ERR_CONFIG',
+        `Bad public URL entry '${name}=${url}': no endpoint is named '${name}'.`,
+        {
+          remedy: `Name one of the endpoints: ${entries.map((entry) => entry.name).join(', ')}.`,
+        },
+      );
+    }
+  }
+  return entries.map((entry) => {
+    const publicUrl = urls.get(entry.name);
+    return {
+      name: entry.name,
+      type: entry.type,
+      redis: targetFromUrl(entry.url, options.redisCluster),
+      ...(publicUrl !== undefined ? { publicUrl } : {}),
+    };
+  });
 }
 
 /**

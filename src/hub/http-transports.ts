@@ -6,6 +6,7 @@ import { LongPollingTransport } from '../transport/long-polling.js';
 import { ServerSentEventsTransport } from '../transport/sse.js';
 import type { TransportKind } from '../transport/transport.js';
 import type { Principal } from './auth.js';
+import { type ConnectionTokens, connectionForToken } from './connection-token.js';
 import type { HubRequest } from './hub-request.js';
 import type { HubRuntime } from './hub-runtime.js';
 
@@ -38,6 +39,7 @@ export function availableTransports(
  */
 export function serveHttpTransport(
   hub: HubRuntime,
+  tokens: ConnectionTokens,
   req: IncomingMessage,
   res: ServerResponse,
   url: URL,
@@ -47,8 +49,19 @@ export function serveHttpTransport(
   const options = hub.options;
   const token = url.searchParams.get('id');
   if (!token) return answer(res, 400, "The 'id' query parameter is missing; negotiate first.");
-  const connection = hub.connectionByToken(token);
-  if (!connection) return answer(res, 404, 'No connection with this id.');
+  if (req.method !== 'GET' && req.method !== 'POST' && req.method !== 'DELETE') {
+    res.setHeader('Allow', 'GET, POST, DELETE');
+    return answer(res, 405, 'Use GET, POST or DELETE.');
+  }
+  // note: a signed token opens its connection with the first GET, on the instance that issued it only:
+  // these transports need every request on the instance that holds the connection (affinity).
+  const found = connectionForToken(hub, tokens, token, principal, {
+    create: req.method === 'GET',
+    anyInstance: false,
+  });
+  if (found === 403) return answer(res, 403, 'The connection belongs to another user.');
+  if (found === 404) return answer(res, 404, 'No connection with this id.');
+  const connection = found;
   if (connection.userId !== principal.userId)
     return answer(res, 403, 'The connection belongs to another user.');
   const transport = connection.transport;
@@ -91,8 +104,5 @@ export function serveHttpTransport(
         return answer(res, 202);
       }
       return answer(res, 400, 'Only long polling connections are ended with DELETE.');
-    default:
-      res.setHeader('Allow', 'GET, POST, DELETE');
-      return answer(res, 405, 'Use GET, POST or DELETE.');
   }
 }

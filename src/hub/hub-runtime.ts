@@ -61,6 +61,8 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** The app's definition, its methods counted in {@link stats}. */
   readonly definition: HubDefinition;
   readonly #byToken = new Map<string, Connection>();
+  /** Told each token whose connection is forgotten (the server remembers signed ones until they expire). */
+  onTokenForgotten: ((token: string) => void) | undefined;
   /** The message of the latest publish(), which the backplane hands back to deliver() for local delivery. */
   #lastPublished: SharedMessage | undefined;
   #channel: HubChannel | undefined;
@@ -111,10 +113,16 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     this.#heartbeat.unref();
   }
 
-  /** Creates a connection for a negotiate request or a WebSocket without `id` (skipNegotiation). */
-  createConnection(principal: Principal, options: { statefulReconnect: boolean; v0?: boolean }): Connection {
-    const connectionId = newId();
-    const token = options.v0 ? connectionId : newId();
+  /**
+   * Creates a connection for a v0 negotiate, a WebSocket without `id` (skipNegotiation), or (with `ids`)
+   * the first request that presents a signed connection token (src/hub/connection-token.ts).
+   */
+  createConnection(
+    principal: Principal,
+    options: { statefulReconnect: boolean; v0?: boolean; ids?: { connectionId: string; token: string } },
+  ): Connection {
+    const connectionId = options.ids?.connectionId ?? newId();
+    const token = options.ids?.token ?? (options.v0 ? connectionId : newId());
     const connection = new Connection(this, { connectionId, token }, principal, options.statefulReconnect);
     this.#byToken.set(token, connection);
     return connection;
@@ -270,7 +278,9 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
   /** A long polling connection stays reachable until its last data (its Close message) was polled. */
   #forgetToken(connection: Connection): void {
     const forget = () => {
-      if (this.#byToken.get(connection.token) === connection) this.#byToken.delete(connection.token);
+      if (this.#byToken.get(connection.token) !== connection) return;
+      this.#byToken.delete(connection.token);
+      this.onTokenForgotten?.(connection.token);
     };
     const drained = connection.transport?.drained;
     if (drained) void drained.then(forget);

@@ -36,6 +36,8 @@ import {
   type MetricsOptions,
 } from '../metrics/metrics-endpoint.js';
 import { parseRequestTarget } from './request-target.js';
+import { ConnectionTokens, connectionForToken } from './connection-token.js';
+import { negotiateOnEndpoints } from '../backplane/endpoints/negotiate-on-endpoints.js';
 
 export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeOptions> {
   /**
@@ -88,6 +90,14 @@ export interface HubServerOptions extends Partial<HubOptions>, Partial<HttpEdgeO
    * @default {}
    */
   healthChecks?: Record<string, () => Promise<unknown>>;
+  /**
+   * The key (at least 32 bytes) that signs connection tokens, the same on every instance: negotiate then
+   * keeps nothing, and a WebSocket may open on any instance behind a load balancer without affinity (the
+   * token carries the connection id, its user and an expiry of `negotiateTimeoutMs`). Server-Sent Events
+   * and long polling still need affinity, and so does a stateful reconnect that should resume.
+   * @default a random key of this process (a token opens a connection on this instance only)
+   */
+  connectionTokenSecret?: string;
 }
 
 /**
@@ -110,6 +120,7 @@ export class HubServer {
   readonly #cors: CorsPolicy;
   readonly #healthChecks: Record<string, () => Promise<unknown>>;
   readonly #metricsOptions: boolean | MetricsOptions;
+  readonly #tokens: ConnectionTokens;
   #metricsServer: Server | undefined;
   #refusedSocket: (socket: Socket) => boolean = () => false;
   #started = false;
@@ -126,6 +137,7 @@ export class HubServer {
       metrics,
       cors,
       healthChecks,
+      connectionTokenSecret,
       headersTimeoutMs,
       requestTimeoutMs,
       keepAliveTimeoutMs,
@@ -141,6 +153,10 @@ export class HubServer {
     });
     // note: validated before the backplane is built, so that a bad option leaves nothing to close
     this.#cors = new CorsPolicy(cors);
+    this.#tokens = new ConnectionTokens({
+      secret: connectionTokenSecret,
+      lifetimeMs: this.#options.negotiateTimeoutMs,
+    });
     this.#logger = logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
     if (typeof backplane === 'object') {
       if (redis !== undefined || channelPrefix !== undefined) {
@@ -187,6 +203,7 @@ export class HubServer {
     }
     if (this.#started) throw new RelayhubError('ERR_CONFIG', 'Map every hub before listen().');
     const runtime = new HubRuntime(path, definition, this.#options, this.#logger.child({ hub: path }));
+    runtime.onTokenForgotten = (token) => this.#tokens.spend(token);
     this.#hubs.set(path.toLowerCase(), {
       runtime,
       authenticate: definition.authenticate ?? this.#authenticate,
@@ -360,26 +377,28 @@ export class HubServer {
       res.writeHead(access.status, { 'Content-Length': 0 });
       return void res.end();
     }
+    // note: several Redis endpoints (issue 8): the router may redirect, refuse (503) or answer itself.
+    if (await negotiateOnEndpoints(this.#backplane, req, res, url)) return;
     const { principal } = access;
     const hub = mapped.runtime;
     const version = Number(queryParam(url, 'negotiateVersion') ?? 0);
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
-    const connection = hub.createConnection(principal, { statefulReconnect: stateful, v0: version < 1 });
     const transports = availableTransports(this.#options);
-    json(
-      res,
-      200,
-      version >= 1
-        ? {
-            negotiateVersion: 1,
-            connectionId: connection.connectionId,
-            connectionToken: connection.token,
-            availableTransports: transports,
-            ...(stateful ? { useStatefulReconnect: true } : {}),
-          }
-        : { negotiateVersion: 0, connectionId: connection.connectionId, availableTransports: transports },
-    );
+    if (version < 1) {
+      // note: v0 has no token (the id is the secret), so it stays a connection of this instance.
+      const { connectionId } = hub.createConnection(principal, { statefulReconnect: false, v0: true });
+      return json(res, 200, { negotiateVersion: 0, connectionId, availableTransports: transports });
+    }
+    // ---- connection token: v1 negotiate keeps nothing; the signed token opens the connection anywhere ----
+    const { connectionId, token } = this.#tokens.issue(principal.userId, stateful);
+    json(res, 200, {
+      negotiateVersion: 1,
+      connectionId,
+      connectionToken: token,
+      availableTransports: transports,
+      ...(stateful ? { useStatefulReconnect: true } : {}),
+    });
   }
 
   /** `GET`/`POST`/`DELETE <hub>?id=`: Server-Sent Events and long polling. */
@@ -399,7 +418,7 @@ export class HubServer {
       res.writeHead(access.status, { 'Content-Length': 0 });
       return void res.end();
     }
-    serveHttpTransport(mapped.runtime, req, res, url, access.principal, request);
+    serveHttpTransport(mapped.runtime, this.#tokens, req, res, url, access.principal, request);
   }
 
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -421,9 +440,16 @@ export class HubServer {
     const { principal } = access;
     const hub = mapped.runtime;
     const token = url.searchParams.get('id');
-    let connection = token === null ? undefined : hub.connectionByToken(token);
+    let connection;
     if (token !== null) {
-      if (!connection) return rejectUpgrade(socket, 404, 'Not Found');
+      // note: this instance's connection, or one opened from a signed token issued by any instance.
+      const found = connectionForToken(hub, this.#tokens, token, principal, {
+        create: true,
+        anyInstance: true,
+      });
+      if (found === 404) return rejectUpgrade(socket, 404, 'Not Found');
+      if (found === 403) return rejectUpgrade(socket, 403, 'Forbidden');
+      connection = found;
       if (!connection.acceptsSocket) return rejectUpgrade(socket, 409, 'Conflict');
       if (connection.userId !== principal.userId) return rejectUpgrade(socket, 403, 'Forbidden');
     } else {

@@ -1,12 +1,31 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 
+/** How much of what the client and the server sent on a proxied connection {@link TcpProxy.routes} keeps. */
+const ROUTE_REQUEST_CHARS = 4_096;
+const ROUTE_RESPONSE_CHARS = 65_536;
+
+/** One proxied TCP connection: the upstream it went to, and the start of what each side sent. */
+export interface ProxyRoute {
+  /** Index in the ports given to {@link TcpProxy.startRoundRobin} (0 for a single target). */
+  upstream: number;
+  /** The first bytes the client sent (latin1): an HTTP request line and headers. */
+  request: string;
+  /** The first bytes the server sent (latin1). */
+  response: string;
+}
+
 /**
  * A TCP proxy in front of a server port, so that a test can cut a client's connection the way a network
  * does (no close frame), or keep a client away for a while, without any test-only code in the server.
+ * In round-robin mode ({@link startRoundRobin}) it is a load balancer without affinity: each new TCP
+ * connection goes to the next of several upstreams.
  */
 export class TcpProxy {
   readonly #server: Server;
-  readonly #targetPort: number;
+  readonly #targets: number[];
+  #next = 0;
+  /** Every proxied connection, in order of arrival. */
+  readonly routes: ProxyRoute[] = [];
   /** Each proxied connection: the client's socket and the server's. */
   readonly #pairs = new Set<{ client: Socket; upstream: Socket; halfOpen: boolean }>();
   /** While holding, new client connections are accepted but not forwarded until {@link release}. */
@@ -21,17 +40,32 @@ export class TcpProxy {
   /** What each client sent, per connection. */
   readonly #sent: Buffer[][] = [];
 
-  private constructor(targetPort: number) {
-    this.#targetPort = targetPort;
+  private constructor(targets: number[]) {
+    this.#targets = targets;
     this.#server = createServer((socket) => this.#onConnection(socket));
   }
 
-  static async start(targetPort: number): Promise<TcpProxy> {
-    const proxy = new TcpProxy(targetPort);
+  static start(targetPort: number): Promise<TcpProxy> {
+    return TcpProxy.#listen([targetPort]);
+  }
+
+  /** A proxy that alternates every new TCP connection over `targetPorts`, in turn (no affinity). */
+  static startRoundRobin(targetPorts: number[]): Promise<TcpProxy> {
+    if (targetPorts.length === 0) throw new Error('Give at least one upstream port.');
+    return TcpProxy.#listen(targetPorts);
+  }
+
+  static async #listen(targets: number[]): Promise<TcpProxy> {
+    const proxy = new TcpProxy(targets);
     await new Promise<void>((resolve) => proxy.#server.listen(0, '127.0.0.1', resolve));
     const address = proxy.#server.address();
     proxy.port = typeof address === 'object' && address ? address.port : 0;
     return proxy;
+  }
+
+  /** Sends the next new TCP connection to upstream `index` (round-robin continues from there). */
+  routeNextTo(index: number): void {
+    this.#next = index;
   }
 
   /** `http://127.0.0.1:<proxy port><path>` */
@@ -51,7 +85,10 @@ export class TcpProxy {
   }
 
   #forward(client: Socket): void {
-    const upstream = createConnection({ port: this.#targetPort, host: '127.0.0.1' });
+    const index = this.#next++ % this.#targets.length;
+    const upstream = createConnection({ port: this.#targets[index] as number, host: '127.0.0.1' });
+    const route: ProxyRoute = { upstream: index, request: '', response: '' };
+    this.routes.push(route);
     const pair = { client, upstream, halfOpen: false };
     this.#pairs.add(pair);
     upstream.on('error', () => upstream.destroy());
@@ -67,6 +104,13 @@ export class TcpProxy {
     client.on('data', (chunk: Buffer) => {
       sent.push(chunk);
       this.clientText += chunk.toString('latin1');
+      if (route.request.length < ROUTE_REQUEST_CHARS)
+        route.request += chunk.toString('latin1', 0, ROUTE_REQUEST_CHARS);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (route.response.length < ROUTE_RESPONSE_CHARS) {
+        route.response += chunk.toString('latin1', 0, ROUTE_RESPONSE_CHARS);
+      }
     });
     client.pipe(upstream);
     upstream.pipe(client);

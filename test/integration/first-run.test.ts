@@ -181,6 +181,8 @@ describe('first run (the CLI as a new user meets it)', () => {
       'socketio-server',
       'ws-server',
       'reliable-clients',
+      'negotiate',
+      'endpoints',
     ];
     const runs = await Promise.all(
       scripts.map(
