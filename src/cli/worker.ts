@@ -7,9 +7,8 @@ import { migrate } from '../outbox/migrate.js';
 import { postgresUnavailable } from '../unavailable.js';
 import { OutboxWorker } from '../worker/outbox-worker.js';
 import { targetFromUrl } from '../redis/connection.js';
-import { parseEndpointEntries } from '../redis/endpoints.js';
 import { DEFAULT_OUTBOX_HUB } from '../outbox/enqueue.js';
-import { onShutdown } from './serve.js';
+import { endpointsOf, onShutdown } from './serve.js';
 
 export interface WorkerCliOptions {
   redisUrl: string;
@@ -30,13 +29,12 @@ export interface WorkerCliOptions {
 export async function runWorker(options: WorkerCliOptions, logger: Logger): Promise<void> {
   const hubs = options.hub && options.hub.length > 0 ? options.hub : [DEFAULT_OUTBOX_HUB];
   // note: a bad entry is an ERR_CONFIG naming it (exit 2), before anything connects.
-  const endpoints = options.redisEndpoint
-    ? parseEndpointEntries(options.redisEndpoint).map((entry) => ({
-        name: entry.name,
-        type: entry.type,
-        redis: targetFromUrl(entry.url, options.redisCluster),
-      }))
-    : [];
+  const endpoints =
+    endpointsOf({
+      backplane: 'streams',
+      redisCluster: options.redisCluster,
+      redisEndpoint: options.redisEndpoint,
+    }) ?? [];
   const worker = new OutboxWorker({
     databaseUrl: options.databaseUrl,
     redis: targetFromUrl(options.redisUrl, options.redisCluster),

@@ -2,9 +2,9 @@
  * The outbox worker over two Redis endpoints: two private redis-servers `a` and `b` (append-only files,
  * so that a stopped one comes back with its data) and one `relayhub worker --redis-endpoint a=…
  * --redis-endpoint b=…` process. Each user's rows go to the user's inbox endpoint (`inboxEndpointOf`, the
- * rendezvous hash the hubs use too). Hub side: until the hub backplane speaks endpoints itself, one
- * `relayhub serve --backplane streams` process per endpoint, each user's client connected to the one on
- * the user's inbox endpoint.
+ * rendezvous hash the hubs use too). Hub side: two `relayhub serve --backplane streams` processes on
+ * both endpoints, hub A with primary `a` and secondary `b`, hub B the other way round; users' clients
+ * alternate between them, whatever their inbox endpoint.
  *
  * Orders are committed at a steady pace while endpoint `a` is stopped for 5 s (SIGTERM, then started
  * again on its port with its data). Meanwhile `b`'s users keep receiving (each message within 2.5 s of its
@@ -70,16 +70,26 @@ describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', ()
         { name: 'b', server: b! },
       ];
       const prefix = uniquePrefix('outbox-endpoints');
+      // hub A: primary a, secondary b; hub B: primary b, secondary a (the hub backplane over endpoints)
       const hubs = await Promise.all(
-        endpoints.map((e) =>
-          processes.start({
+        endpoints.map((e, k) => {
+          const other = endpoints[1 - k]!;
+          return processes.start({
             redisUrl: e.server.url,
             channelPrefix: prefix,
             backplane: 'streams',
             instanceId: `${prefix}-hub-${e.name}`,
-          }),
-        ),
+            args: [
+              '--redis-endpoint',
+              `${e.name}=${e.server.url}`,
+              '--redis-endpoint',
+              `${other.name}:secondary=${other.server.url}`,
+            ],
+          });
+        }),
       );
+      expect(hubs[0]!.output()).toContain('endpoints a:primary b:secondary');
+      expect(hubs[1]!.output()).toContain('endpoints b:primary a:secondary');
       const name = uniqueApplicationName('endpoints');
       const worker = await processes.startWorker({
         redisUrl: a!.url,
@@ -102,13 +112,12 @@ describe('outbox chaos: a worker over two Redis endpoints, one down for 5 s', ()
       }
       const users = [...byEndpoint.values()].flat();
       const log = new ReceivedLog();
+      // each user on either hub, whatever its inbox endpoint
       await Promise.all(
-        endpoints.flatMap((e, k) =>
-          byEndpoint.get(e.name)!.map((user) =>
-            connectRecorded(clients, hubs[k]!.url(), user, log, TARGET, {
-              reconnectDelays: [0, 100, 500, 1_000],
-            }),
-          ),
+        users.map((user, i) =>
+          connectRecorded(clients, hubs[i % 2]!.url(), user, log, TARGET, {
+            reconnectDelays: [0, 100, 500, 1_000],
+          }),
         ),
       );
 
