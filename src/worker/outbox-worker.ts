@@ -10,6 +10,7 @@ import { RelayhubError } from '../errors.js';
 import { postgresUnavailable } from '../unavailable.js';
 import { type RedisTarget, targetOf } from '../redis/connection.js';
 import { type EndpointConfig, inboxEndpointOf, validateEndpoints } from '../redis/endpoints.js';
+import type { EndpointRouter, EndpointView } from '../backplane/endpoints/endpoint-router.js';
 import { DEFAULT_OUTBOX_HUB, OUTBOX_CHANNEL, outboxDeployment, USER_ID } from '../outbox/enqueue.js';
 import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
 import { type HubPartitions, ownedCondition } from '../outbox/owned-condition.js';
@@ -41,6 +42,12 @@ export interface OutboxWorkerOptions {
    * @default one endpoint, 'default', on `redis`
    */
   endpoints?: EndpointConfig[];
+  /**
+   * Where each user's inbox is: the hubs' router (its `inboxEndpoint`), when the app gave them a custom
+   * one; the worker must answer as the hubs do. It sees every endpoint, `online` false while one fails.
+   * @default `inboxEndpointOf(userId, endpoints)`, as the hubs' default router
+   */
+  router?: Pick<EndpointRouter, 'inboxEndpoint'>;
   /**
    * Replicas that must confirm (`WAIT`) a relayed row before it counts as relayed, so that a primary
    * failover cannot take it back; a row they do not confirm in time is relayed again (same message id).
@@ -151,6 +158,7 @@ export class OutboxWorker {
       | 'replicas'
       | 'replicaTimeoutMs'
       | 'endpoints'
+      | 'router'
       | 'hub'
       | 'hubs'
       | 'channelPrefix'
@@ -161,6 +169,8 @@ export class OutboxWorker {
   readonly #served: ServedHub[];
   readonly #endpoints: RelayEndpoint[];
   readonly #endpointNames: string[];
+  readonly #router: Pick<EndpointRouter, 'inboxEndpoint'> | undefined;
+  readonly #types = new Map<string, EndpointView['type']>();
   readonly #pool: pg.Pool;
   readonly #maintenance: Maintenance | undefined;
   readonly #stop = new AbortController();
@@ -242,6 +252,9 @@ export class OutboxWorker {
         }),
     );
     this.#endpointNames = this.#endpoints.map((e) => e.name);
+    this.#router = options.router;
+    for (const c of configs)
+      this.#types.set(c.name, (c as { type?: EndpointView['type'] }).type ?? 'primary');
     this.#pool = new pg.Pool({ connectionString: this.#o.databaseUrl, max: 2 });
     this.#pool.on('error', (error) => this.#log.warn({ err: error }, 'postgres pool error'));
     if (options.maintenance !== false) {
@@ -595,8 +608,28 @@ export class OutboxWorker {
     if (failure) endpoint.failed(failure, failedUsers);
   }
 
-  /** The user's inbox endpoint (one SHA-1 per endpoint and user; none with a single endpoint). */
+  /** The user's inbox endpoint (the router's, else one SHA-1 per endpoint and user; none with one endpoint). */
   #inboxEndpoint(userId: string): RelayEndpoint {
+    if (this.#router) {
+      const views: EndpointView[] = this.#endpoints.map((e) => ({
+        name: e.name,
+        type: this.#types.get(e.name) ?? 'primary',
+        online: !e.failing,
+        listening: false,
+      }));
+      const chosen = this.#router.inboxEndpoint(userId, views);
+      const endpoint = this.#endpoints.find((e) => e.name === chosen?.name);
+      if (!endpoint) {
+        throw new RelayhubError(
+          'ERR_CONFIG',
+          `The router chose no known inbox endpoint for user '${userId}'.`,
+          {
+            remedy: 'Return one of the endpoints given to inboxEndpoint.',
+          },
+        );
+      }
+      return endpoint;
+    }
     const [only] = this.#endpoints;
     return this.#endpoints.length === 1 && only ? only : inboxEndpointOf(userId, this.#endpoints);
   }
