@@ -98,6 +98,8 @@ export interface UserKeys {
   readonly presence: string;
   /** `SET NX` marker of an idempotency key (an outbox id), holding `"<offset> <message id>"`. */
   dedup(key: string): string;
+  /** Sorted set of the idempotency keys sent to the user (member: the key, score: its offset). */
+  readonly sent: string;
 }
 
 export interface ReliableKeys {
@@ -136,6 +138,7 @@ export function reliableKeys(prefix: string, hub: string): ReliableKeys {
         acked: `${u}:acked`,
         presence: `${u}:presence`,
         dedup: (key) => `${u}:dedup:${key}`,
+        sent: `${u}:sent`,
       };
     },
     deliveries: (instanceId) => `${instancePrefix}${instanceId}}:deliveries`,

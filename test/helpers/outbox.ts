@@ -321,10 +321,10 @@ export async function unmarkedInRedis(
   if (rows.length === 0) return 0;
   const keys = reliableKeys(channelPrefix, hub);
   const pipeline = redis.pipeline();
-  for (const row of rows)
-    pipeline.exists(keys.user(row.user_id).dedup(row.message_key ?? `outbox:${row.id}`));
+  // note: the lane keeps a user's sent idempotency keys in one sorted set (member: the key).
+  for (const row of rows) pipeline.zscore(keys.user(row.user_id).sent, row.message_key ?? `outbox:${row.id}`);
   const results = (await pipeline.exec()) ?? [];
-  return results.filter(([, n]) => n === 1).length;
+  return results.filter(([, score]) => score !== null).length;
 }
 
 export { deletePrefix } from './redis.js';

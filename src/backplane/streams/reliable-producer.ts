@@ -11,14 +11,17 @@ import {
   targetOf,
 } from '../../redis/connection.js';
 import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys, validateUserId } from '../../redis/keys.js';
+import { keySlot } from '../../redis/slot.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
 import { describe } from '../pubsub/redis-connection.js';
-import { ACK_SCRIPT, BEAT_USER_SCRIPT, ROUTE_SCRIPT, SEND_SCRIPT } from './scripts.js';
+import { SendBatcher } from './send-batcher.js';
+import { ACK_SCRIPT, BEAT_USER_SCRIPT, READ_SCRIPT, ROUTE_SCRIPT, SEND_SCRIPT } from './scripts.js';
 
 /** Delivery wake-ups kept per instance stream (they are tiny; the messages live in the inboxes). */
 export const DELIVERY_STREAM_MAX = 100_000;
 
-type SendReply = [number, string, number, ...string[]];
+/** `{ count, (offset, message id, duplicate) × count, instance ids... }`, as SEND_SCRIPT answers. */
+type SendReply = (number | string)[];
 
 /** The lane's scripts, as ioredis exposes them after `defineCommand` (EVALSHA with an EVAL fallback). */
 export interface LaneScripts {
@@ -26,7 +29,7 @@ export interface LaneScripts {
     seq: string,
     inbox: string,
     presence: string,
-    dedup: string,
+    sent: string,
     ...argv: (string | number)[]
   ): Promise<SendReply>;
   relayhubRoute(
@@ -43,12 +46,9 @@ export interface LaneScripts {
     streamId: string,
     maxAgeMs: number,
   ): Promise<number>;
-  relayhubBeatUser(
-    presence: string,
-    seq: string,
-    acked: string,
-    instanceId: string,
-  ): Promise<[number, number]>;
+  relayhubRead(acked: string, inbox: string, count: number): Promise<[string, [string, string[]][]]>;
+  /** `keyCount` keys: presence, seq, acked per user; then the instance id. */
+  relayhubBeatUsers(keyCount: number, ...keysThenInstance: (string | number)[]): Promise<number[]>;
 }
 
 /** Registers the lane's scripts on a connection and returns them typed. */
@@ -56,7 +56,8 @@ export function laneScripts(redis: RedisClient): LaneScripts & RedisClient {
   redis.defineCommand('relayhubSend', { numberOfKeys: 4, lua: SEND_SCRIPT });
   redis.defineCommand('relayhubRoute', { numberOfKeys: 2, lua: ROUTE_SCRIPT });
   redis.defineCommand('relayhubAck', { numberOfKeys: 2, lua: ACK_SCRIPT });
-  redis.defineCommand('relayhubBeatUser', { numberOfKeys: 3, lua: BEAT_USER_SCRIPT });
+  redis.defineCommand('relayhubRead', { numberOfKeys: 2, lua: READ_SCRIPT });
+  redis.defineCommand('relayhubBeatUsers', { lua: BEAT_USER_SCRIPT });
   return redis as unknown as LaneScripts & RedisClient;
 }
 
@@ -112,124 +113,191 @@ export async function sendReliable(
   keys: ReliableKeys,
   retention: Retention,
   message: ReliableMessage,
-  durability: Durability = { replicas: 0, replicaTimeoutMs: 0 },
+  durability: Durability = NO_REPLICAS,
 ): Promise<ReliableSendResult> {
-  const user = keys.user(validateUserId(message.userId));
-  const args = [
-    user.seq,
-    user.inbox,
-    user.presence,
-    user.dedup(message.key ?? '-'),
-    message.key ?? randomUUID(),
-    message.target,
-    JSON.stringify(message.args),
-    retention.maxLength,
-    retention.maxAgeMs,
-    // note: one node routes inside the script (atomic); a Cluster cannot, so the sender routes after it.
-    scripts.isCluster ? '' : keys.instancePrefix,
-    message.userId,
-    DELIVERY_STREAM_MAX,
-    message.key === undefined ? '0' : '1',
-  ] as const;
-  let reply: SendReply;
-  try {
-    if (durability.replicas > 0) {
-      reply = await sendAndWait(scripts, args, durability);
-    } else {
-      reply = await scripts.relayhubSend(...args);
-    }
-  } catch (error) {
-    throw unavailable(error);
-  }
-  const [offset, messageId, duplicate, ...instances] = reply;
-  await route(scripts, keys, message.userId, Number(offset), instances);
-  return { messageId, offset: Number(offset), duplicate: duplicate === 1 };
+  const [outcome] = await sendReliableBatch(scripts, keys, retention, [message], durability);
+  if (!outcome) throw unavailable(new Error('no reply from Redis'));
+  if (!outcome.ok) throw outcome.error;
+  return outcome.result;
 }
 
 /** One message's outcome in {@link sendReliableBatch}. */
 export type BatchSendOutcome = { ok: true; result: ReliableSendResult } | { ok: false; error: RelayhubError };
 
+const NO_REPLICAS: Durability = { replicas: 0, replicaTimeoutMs: 0 };
+
+/** One send script call: one user's messages of the batch, in order, and where their outcomes go. */
+interface UserChunk {
+  userId: string;
+  indexes: number[];
+  args: (string | number)[];
+  /** The Cluster slot of the user's keys (0 on one node). */
+  slot: number;
+}
+
 /**
- * Sends many reliable messages, each user's in the order given, users concurrently. The outcomes line
- * up with `messages`. When a message of a user fails, that user's later messages of the batch are not
- * sent and fail with the same error (so that per-user order holds when the caller retries them).
- * Guarantees as {@link sendReliable} for each message.
+ * Sends many reliable messages, each user's in the order given. The outcomes line up with `messages`.
+ * When a message of a user fails, that user's later messages of the batch are not sent and fail with the
+ * same error (so that per-user order holds when the caller retries them). Guarantees as
+ * {@link sendReliable} for each message.
+ *
+ * Redis work: one send script call per user (all its messages of the batch: they are sent or fail
+ * together), all users' calls in one pipeline per Redis node, with one `WAIT` at the end of each pipeline
+ * when replicas are asked for; then (on a Cluster) one wake-up per user and instance.
  */
-// note: the seam the outbox worker's bulk relay calls; how it batches Redis work is this file's business.
 export async function sendReliableBatch(
   scripts: LaneScripts & RedisClient,
   keys: ReliableKeys,
   retention: Retention,
   messages: readonly ReliableMessage[],
-  durability: Durability = { replicas: 0, replicaTimeoutMs: 0 },
+  durability: Durability = NO_REPLICAS,
 ): Promise<BatchSendOutcome[]> {
   const outcomes: BatchSendOutcome[] = new Array<BatchSendOutcome>(messages.length);
-  const byUser = new Map<string, number[]>();
+  const inline = scripts.isCluster ? '' : keys.instancePrefix;
+  // note: per user, all its messages of the batch in order, in one script call (atomic: all or none).
+  const byUser = new Map<string, UserChunk>();
+  // note: a message that cannot be sent stops its user's later ones (they fail with the same error).
+  const refused = new Map<string, RelayhubError>();
   messages.forEach((message, index) => {
-    const list = byUser.get(message.userId);
-    if (list) list.push(index);
-    else byUser.set(message.userId, [index]);
+    const earlier = refused.get(message.userId);
+    if (earlier) {
+      outcomes[index] = { ok: false, error: earlier };
+      return;
+    }
+    let userId: string;
+    let args: string;
+    try {
+      userId = validateUserId(message.userId);
+      args = JSON.stringify(message.args);
+    } catch (error) {
+      outcomes[index] = { ok: false, error: invalid(error) };
+      refused.set(message.userId, outcomes[index].error);
+      return;
+    }
+    let chunk = byUser.get(userId);
+    if (!chunk) {
+      const user = keys.user(userId);
+      chunk = {
+        userId,
+        indexes: [],
+        args: [
+          user.seq,
+          user.inbox,
+          user.presence,
+          user.sent,
+          retention.maxLength,
+          retention.maxAgeMs,
+          // note: one node routes inside the script (atomic); a Cluster cannot, so the sender routes after.
+          inline,
+          userId,
+          DELIVERY_STREAM_MAX,
+        ],
+        slot: scripts.isCluster ? keySlot(user.seq) : 0,
+      };
+      byUser.set(userId, chunk);
+    }
+    chunk.indexes.push(index);
+    chunk.args.push(message.key ?? randomUUID(), message.target, args, message.key === undefined ? '0' : '1');
   });
-  await Promise.all(
-    [...byUser.values()].map(async (indexes) => {
-      let failure: RelayhubError | undefined;
-      for (const index of indexes) {
-        if (failure) {
-          outcomes[index] = { ok: false, error: failure };
-          continue;
-        }
-        try {
-          const result = await sendReliable(scripts, keys, retention, messages[index]!, durability);
-          outcomes[index] = { ok: true, result };
-        } catch (error) {
-          failure = unavailable(error);
-          outcomes[index] = { ok: false, error: failure };
-        }
-      }
-    }),
-  );
+  const chunks = [...byUser.values()];
+  const replies = await sendChunks(scripts, chunks, durability);
+  const routes: Promise<void>[] = [];
+  chunks.forEach((chunk, i) => {
+    const reply = replies[i] as SendReply | RelayhubError;
+    if (reply instanceof RelayhubError) {
+      for (const index of chunk.indexes) outcomes[index] = { ok: false, error: reply };
+      return;
+    }
+    const count = Number(reply[0]);
+    let last = 0;
+    for (let m = 0; m < count; m++) {
+      const offset = Number(reply[1 + m * 3]);
+      const result = {
+        offset,
+        messageId: String(reply[2 + m * 3]),
+        duplicate: Number(reply[3 + m * 3]) === 1,
+      };
+      outcomes[chunk.indexes[m] as number] = { ok: true, result };
+      last = Math.max(last, offset);
+    }
+    routes.push(route(scripts, keys, chunk.userId, last, reply.slice(1 + count * 3).map(String)));
+  });
+  await Promise.all(routes);
   return outcomes;
 }
 
 /** How many times a send that hit a moved slot is tried again (a MOVED reply means it did not run). */
 const MOVED_RETRIES = 3;
 
+type SendPipeline = ChainableCommander & {
+  relayhubSend(...a: (string | number)[]): ChainableCommander;
+};
+
 /**
- * The send script and `WAIT` in one pipeline, so that both run on the same connection (WAIT counts the
- * replicas of that connection's writes).
+ * Runs the chunks' send scripts: one pipeline per Redis node (one write, one round trip), with `WAIT` at
+ * its end when replicas are asked for (WAIT counts the replicas of that connection's writes, so it must
+ * share the pipeline). Answers per chunk: the script's reply, or the error of that chunk.
  */
-async function sendAndWait(
+async function sendChunks(
   scripts: LaneScripts & RedisClient,
-  args: readonly (string | number)[],
+  chunks: readonly UserChunk[],
   durability: Durability,
-): Promise<SendReply> {
-  for (let attempt = 0; ; attempt++) {
-    const pipeline = scripts.pipeline() as ChainableCommander & {
-      relayhubSend(...a: (string | number)[]): ChainableCommander;
-    };
-    const results = await pipeline
-      .relayhubSend(...args)
-      .wait(durability.replicas, durability.replicaTimeoutMs)
-      .exec();
-    const [sent, waited] = results ?? [];
-    const error = sent?.[0] ?? waited?.[0];
-    // note: ioredis follows a MOVED in a pipeline only when every command got the same one; WAIT answers
-    // differently (a former primary is a replica now), so the slot map is refreshed here and the pipeline
-    // sent again. MOVED / TRYAGAIN / CLUSTERDOWN mean the script did not run: sending it again is safe.
-    if (
-      error &&
-      scripts.isCluster &&
-      attempt < MOVED_RETRIES &&
-      /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)/.test(describe(error))
-    ) {
-      await new Promise<void>((resolve) => (scripts as Cluster).refreshSlotsCache(() => resolve()));
-      continue;
+): Promise<(SendReply | RelayhubError)[]> {
+  const replies = new Array<SendReply | RelayhubError>(chunks.length);
+  let pending = chunks.map((_, i) => i);
+  for (let attempt = 0; pending.length > 0; attempt++) {
+    const groups = new Map<string, number[]>();
+    for (const i of pending) {
+      const node = nodeOf(scripts, (chunks[i] as UserChunk).slot);
+      const group = groups.get(node);
+      if (group) group.push(i);
+      else groups.set(node, [i]);
     }
-    if (!sent || !waited) throw new Error('no reply from Redis');
-    if (error) throw error;
-    if (Number(waited[1]) < durability.replicas) throw notReplicated(durability, Number(waited[1]));
-    return sent[1] as SendReply;
+    const retry: number[] = [];
+    await Promise.all(
+      [...groups.values()].map(async (group) => {
+        const pipeline = scripts.pipeline() as SendPipeline;
+        for (const i of group) pipeline.relayhubSend(...(chunks[i] as UserChunk).args);
+        if (durability.replicas > 0) pipeline.wait(durability.replicas, durability.replicaTimeoutMs);
+        let results: [Error | null, unknown][];
+        try {
+          results = (await pipeline.exec()) ?? [];
+        } catch (error) {
+          for (const i of group) replies[i] = unavailable(error);
+          return;
+        }
+        const waited = durability.replicas > 0 ? results[group.length] : undefined;
+        group.forEach((i, g) => {
+          const [error, value] = results[g] ?? [new Error('no reply from Redis'), undefined];
+          // note: ioredis follows a MOVED in a pipeline only when every command got the same one; WAIT
+          // answers differently (a former primary is a replica now), so the slot map is refreshed and the
+          // chunk sent again. MOVED / ASK / TRYAGAIN / CLUSTERDOWN mean the script did not run.
+          if (error && scripts.isCluster && attempt < MOVED_RETRIES && MOVED.test(describe(error))) {
+            retry.push(i);
+          } else if (error) {
+            replies[i] = unavailable(error);
+          } else if (waited && (waited[0] || Number(waited[1]) < durability.replicas)) {
+            replies[i] = waited[0] ? unavailable(waited[0]) : notReplicated(durability, Number(waited[1]));
+          } else {
+            replies[i] = value as SendReply;
+          }
+        });
+      }),
+    );
+    if (retry.length > 0) {
+      await new Promise<void>((resolve) => (scripts as Cluster).refreshSlotsCache(() => resolve()));
+    }
+    pending = retry;
   }
+  return replies;
+}
+
+const MOVED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)/;
+
+/** The node serving a slot in the client's current slot map ("" on one node). */
+function nodeOf(scripts: RedisClient, slot: number): string {
+  if (!scripts.isCluster) return '';
+  return (scripts as Cluster).slots[slot]?.[0] ?? '';
 }
 
 /** Wakes each live instance holding the user; drops the dead ones from the user's presence. Never throws. */
@@ -257,6 +325,18 @@ async function route(
     return r?.status === 'fulfilled' && Number(r.value) === 0;
   });
   if (gone.length > 0) await scripts.srem(keys.user(userId).presence, ...gone).catch(() => undefined);
+}
+
+function invalid(error: unknown): RelayhubError {
+  if (error instanceof RelayhubError) return error;
+  return new RelayhubError(
+    'ERR_INVALID_MESSAGE',
+    `The reliable message cannot be sent (${describe(error)}).`,
+    {
+      remedy: 'Pass arguments that JSON can encode (no cycles, no BigInt).',
+      cause: error,
+    },
+  );
 }
 
 function notReplicated(durability: Durability, got: number): RelayhubError {
@@ -301,6 +381,7 @@ export class ReliableProducer {
   readonly #durability: Durability;
   readonly #target: RedisTarget;
   readonly #timeout: number;
+  readonly #batcher = new SendBatcher((messages) => this.sendMany(messages));
   #connected: Promise<void> | undefined;
 
   constructor(options: ReliableProducerOptions) {
@@ -321,13 +402,9 @@ export class ReliableProducer {
    * Delivery as `ReliableUserProxy.send`: at least once, in order per user. Resolves once Redis holds the
    * message; rejects with `ERR_BACKPLANE_UNAVAILABLE` otherwise (retry with the same `key`).
    */
-  async send(message: ReliableMessage): Promise<ReliableSendResult> {
-    this.#connected ??= connectClient(this.#redis, this.#target, this.#timeout);
-    await this.#connected.catch((error: unknown) => {
-      this.#connected = undefined;
-      throw error;
-    });
-    return sendReliable(this.#scripts, this.#keys, this.#retention, message, this.#durability);
+  send(message: ReliableMessage): Promise<ReliableSendResult> {
+    // note: the sends of one event-loop turn go to Redis together (one script per user, one pipeline).
+    return this.#batcher.send(message);
   }
 
   /** Many messages at once: see {@link sendReliableBatch} (per-user order, a failure stops that user's rest). */

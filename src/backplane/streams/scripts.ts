@@ -6,55 +6,83 @@
  * send script still routes in the same atomic step (no window at all), which a Cluster would refuse.
  */
 
+/** ARGV entries per message in {@link SEND_SCRIPT}, after the common ones. */
+export const SEND_ARGS_PER_MESSAGE = 4;
+
 /**
- * Appends one message to a user's inbox with the next gapless offset; drops a duplicate of an idempotency
- * key already sent. With an instance key prefix (one node only), it also routes a wake-up to every live
- * instance holding the user, as one atomic step; without one (a Cluster), it returns those instances, to
- * which the sender routes the wake-ups itself (a duplicate returns them too: its retry routes again).
+ * Appends messages to one user's inbox, in the order given, each with the next gapless offset; drops a
+ * message whose idempotency key was already sent (it answers with the first one's offset). With an
+ * instance key prefix (one node only), it also routes one wake-up (the last offset) to every live instance
+ * holding the user, in the same atomic step; without one (a Cluster), it returns those instances, to which
+ * the sender routes the wake-up itself (a batch of duplicates returns them too: its retry routes again).
  *
- * KEYS[1] seq          KEYS[2] inbox        KEYS[3] presence     KEYS[4] dedup marker
- * ARGV[1] message id   ARGV[2] target       ARGV[3] args (JSON)  ARGV[4] max length   ARGV[5] max age (ms)
- * ARGV[6] instance key prefix ("" on a Cluster)                ARGV[7] user id
- * ARGV[8] delivery stream max length   ARGV[9] "1" when the message has an idempotency key (KEYS[4])
- * Returns { offset, message id, 1 if it was a duplicate else 0, instance id to route to... }.
- * note: KEYS[4] is always a key of the user's slot (an empty name would hash elsewhere: CROSSSLOT).
+ * Idempotency keys are kept per user in one sorted set (member: the key, score: its offset) rather than
+ * one key per message: it expires with the user's other keys (`maxAgeMs` after the last send) and keeps
+ * the keys of the last `maxLength` offsets (what the inbox can hold).
+ *
+ * KEYS[1] seq          KEYS[2] inbox        KEYS[3] presence     KEYS[4] sent keys (sorted set)
+ * ARGV[1] max length   ARGV[2] max age (ms) ARGV[3] instance key prefix ("" on a Cluster)
+ * ARGV[4] user id      ARGV[5] delivery stream max length
+ * then per message: message id, target, args (JSON), "1" when the message id is an idempotency key
+ * Returns { message count, then per message: offset, message id, 1 if it was a duplicate else 0, then the
+ * instance ids to route to... }.
  */
 export const SEND_SCRIPT = `
-local inline = ARGV[6] ~= ''
-local function unrouted(reply)
-  if not inline then
-    for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
-  end
-  return reply
-end
-if ARGV[9] == '1' then
-  local existing = redis.call('GET', KEYS[4])
+local maxLength = tonumber(ARGV[1])
+local maxAge = tonumber(ARGV[2])
+local inline = ARGV[3] ~= ''
+local count = (#ARGV - 5) / ${SEND_ARGS_PER_MESSAGE}
+local reply = { count }
+local last = 0
+local keyed = false
+for i = 0, count - 1 do
+  local base = 5 + i * ${SEND_ARGS_PER_MESSAGE}
+  local mid = ARGV[base + 1]
+  local existing = false
+  if ARGV[base + 4] == '1' then existing = redis.call('ZSCORE', KEYS[4], mid) end
   if existing then
-    local offset, mid = string.match(existing, '^(%d+) (.*)$')
-    return unrouted({ tonumber(offset), mid, 1 })
+    table.insert(reply, tonumber(existing))
+    table.insert(reply, mid)
+    table.insert(reply, 1)
+  else
+    local offset = redis.call('INCR', KEYS[1])
+    redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
+    if ARGV[base + 4] == '1' then
+      redis.call('ZADD', KEYS[4], offset, mid)
+      keyed = true
+    end
+    last = offset
+    table.insert(reply, offset)
+    table.insert(reply, mid)
+    table.insert(reply, 0)
   end
 end
-local offset = redis.call('INCR', KEYS[1])
-local maxAge = tonumber(ARGV[5])
-redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[4], '*', 'o', offset, 'm', ARGV[1], 't', ARGV[2], 'a', ARGV[3])
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))
-for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], maxAge) end
-if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], offset .. ' ' .. ARGV[1], 'PX', maxAge)
+if last > 0 then
+  if redis.call('XLEN', KEYS[2]) > maxLength then redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', maxLength) end
+  local now = redis.call('TIME')
+  local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))
+  for k = 1, 2 do redis.call('PEXPIRE', KEYS[k], maxAge) end
+end
+if keyed then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (last - maxLength + 1))
+  redis.call('PEXPIRE', KEYS[4], maxAge)
 end
 if inline then
-  for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local base = ARGV[6] .. instance .. '}'
-    if redis.call('EXISTS', base .. ':alive') == 1 then
-      redis.call('XADD', base .. ':deliveries', 'MAXLEN', '~', ARGV[8], '*', 'u', ARGV[7], 'o', offset)
-    else
-      redis.call('SREM', KEYS[3], instance)
+  if last > 0 then
+    for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+      local ikey = ARGV[3] .. instance .. '}'
+      if redis.call('EXISTS', ikey .. ':alive') == 1 then
+        redis.call('XADD', ikey .. ':deliveries', 'MAXLEN', '~', ARGV[5], '*', 'u', ARGV[4], 'o', last)
+      else
+        redis.call('SREM', KEYS[3], instance)
+      end
     end
   end
+else
+  for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
 end
-return unrouted({ offset, ARGV[1], 0 })
+return reply
 `;
 
 /**
@@ -75,7 +103,9 @@ return 1
  * belongs to the generation of the message it names: it counts only when the inbox still holds that very
  * entry (stream id and offset). An ack that was in flight while Redis restarted empty, or while a failover
  * dropped the entry, names an entry this Redis never had and is refused, so it cannot acknowledge the
- * messages that were relayed again under the same offsets.
+ * messages that were relayed again under the same offsets. Once recorded, the inbox entries up to it are
+ * removed (a replay starts after the acked offset; a session already holding them acks with an older
+ * offset, which is answered 0 before the entry check).
  *
  * KEYS[1] acked        KEYS[2] inbox
  * ARGV[1] offset       ARGV[2] the message's stream id      ARGV[3] max age (ms)
@@ -83,32 +113,56 @@ return 1
  * does not hold that entry (a stale ack).
  */
 export const ACK_SCRIPT = `
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(string.match(current, '^(%d+)')) >= tonumber(ARGV[1]) then return 0 end
 local entry = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
 if #entry == 0 then return -1 end
 local fields = entry[1][2]
 local offset = nil
 for i = 1, #fields, 2 do if fields[i] == 'o' then offset = fields[i + 1] end end
 if offset ~= ARGV[1] then return -1 end
-local current = redis.call('GET', KEYS[1])
-if current and tonumber(string.match(current, '^(%d+)')) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+local ms, seq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+redis.call('XTRIM', KEYS[2], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
 return 1
 `;
 
 /**
- * The heartbeat's per-user step: re-registers this instance in the user's presence and reports the user's
- * last offset and acked offset, so that the instance re-reads the inbox of a user with unacked messages
- * (a wake-up may have been lost: the sender died between its two steps, or a failover dropped it).
+ * A session's first read: the acked position and the inbox entries after it, in one round trip.
  *
- * KEYS[1] presence     KEYS[2] seq          KEYS[3] acked
+ * KEYS[1] acked        KEYS[2] inbox
+ * ARGV[1] how many entries at most
+ * Returns { acked value or "", entries... } (entries as XRANGE returns them).
+ */
+export const READ_SCRIPT = `
+local acked = redis.call('GET', KEYS[1])
+local start = '-'
+if acked then
+  local id = string.match(acked, '^%d+ (.+)$')
+  if id and id ~= '0-0' then start = '(' .. id end
+end
+return { acked or '', redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', ARGV[1]) }
+`;
+
+/**
+ * The heartbeat's per-user step, for one user or (on one node) many: re-registers this instance in each
+ * user's presence and reports the user's last offset and acked offset, so that the instance re-reads the
+ * inbox of a user with unacked messages (a wake-up may have been lost: the sender died between its two
+ * steps, or a failover dropped it). On a Cluster it is called per user (its keys are in the user's slot).
+ *
+ * KEYS (per user, in threes) presence, seq, acked
  * ARGV[1] instance id
- * Returns { last offset, acked offset } (0 when absent).
+ * Returns { last offset, acked offset } per user, in order (0 when absent).
  */
 export const BEAT_USER_SCRIPT = `
-redis.call('SADD', KEYS[1], ARGV[1])
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local acked = redis.call('GET', KEYS[3])
-local ackedOffset = 0
-if acked then ackedOffset = tonumber(string.match(acked, '^(%d+)')) end
-return { seq, ackedOffset }
+local reply = {}
+for i = 1, #KEYS, 3 do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  local acked = redis.call('GET', KEYS[i + 2])
+  local ackedOffset = 0
+  if acked then ackedOffset = tonumber(string.match(acked, '^(%d+)')) end
+  table.insert(reply, tonumber(redis.call('GET', KEYS[i + 1]) or '0'))
+  table.insert(reply, ackedOffset)
+end
+return reply
 `;

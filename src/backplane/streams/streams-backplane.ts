@@ -15,6 +15,8 @@ import { StallProbe } from '../pubsub/stall-probe.js';
 import { durabilityFor } from './reliable-producer.js';
 import {
   DEFAULT_RELIABLE_OPTIONS,
+  defaultWindow,
+  validWindow,
   type DeadLetter,
   type ReliableOptions,
   StreamsLane,
@@ -52,7 +54,11 @@ export class StreamsBackplane implements Backplane {
   constructor(options: StreamsBackplaneOptions = {}) {
     this.#options = options;
     this.#pubsub = new PubSubBackplane(options);
-    this.#reliable = { ...DEFAULT_RELIABLE_OPTIONS, ...options.reliable };
+    this.#reliable = {
+      ...DEFAULT_RELIABLE_OPTIONS,
+      ...options.reliable,
+      window: validWindow(options.reliable?.window ?? defaultWindow()),
+    };
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({
       backplane: 'streams',
       instance: this.#pubsub.instanceId,
@@ -70,7 +76,8 @@ export class StreamsBackplane implements Backplane {
   async openReliable(hub: string, users: LocalUsers): Promise<ReliableLane> {
     const target = targetOf(this.#options);
     const timeout = this.#options.connectTimeoutMs ?? 5_000;
-    const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`);
+    // note: auto-pipelined: the sessions' reads and acks of one event-loop turn leave in one write.
+    const redis = openClient(this.#options, `relayhub:${this.instanceId}:lane`, { autoPipelining: true });
     const blocking = openClient(this.#options, `relayhub:${this.instanceId}:lane-read`, { waits: true });
     this.#connections.push(redis, blocking);
     for (const connection of [redis, blocking]) {

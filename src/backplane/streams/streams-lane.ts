@@ -12,16 +12,21 @@ import type {
 import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../../redis/keys.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { sweepDeadInstances } from './dead-instances.js';
+import { SendBatcher } from './send-batcher.js';
 import {
   DELIVERY_STREAM_MAX,
   type Durability,
   type LaneScripts,
   laneScripts,
-  sendReliable,
+  sendReliableBatch,
   unavailable,
 } from './reliable-producer.js';
 import {
   type InboxEntry,
+  type InboxRead,
+  parseEntry,
+  parsePosition,
+  type Position,
   type SessionCounters,
   type SessionHost,
   type SessionOptions,
@@ -54,7 +59,34 @@ export interface ReliableOptions extends SessionOptions {
   replicaTimeoutMs?: number;
 }
 
+/** The default of `reliable.window`: messages in flight per user. */
+export const DEFAULT_WINDOW = 32;
+
+/**
+ * The window a lane uses when its options leave it out: `RELIABLE_WINDOW` from the environment when set
+ * (so that a deployment, or a test run, can set it for every lane of the process), else {@link DEFAULT_WINDOW}.
+ */
+export function defaultWindow(env: NodeJS.ProcessEnv = process.env): number {
+  const value = env.RELIABLE_WINDOW;
+  return value === undefined || value === '' ? DEFAULT_WINDOW : validWindow(Number(value));
+}
+
+/** The window, checked: an integer from 1 to 10,000. */
+export function validWindow(window: number): number {
+  if (!Number.isInteger(window) || window < 1 || window > 10_000) {
+    throw new RelayhubError(
+      'ERR_CONFIG',
+      `reliable.window must be an integer from 1 to 10000 (got ${window}).`,
+      {
+        remedy: `Leave it unset (${DEFAULT_WINDOW}), or set 1 for one message in flight per user.`,
+      },
+    );
+  }
+  return window;
+}
+
 export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze({
+  window: DEFAULT_WINDOW,
   ackTimeoutMs: 30_000,
   maxAttempts: 5,
   retryDelayMs: 200,
@@ -67,6 +99,8 @@ export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze
 });
 
 const READ_COUNT = 200;
+/** Users re-registered by one heartbeat script on one node. */
+const BEAT_USERS_PER_SCRIPT = 200;
 
 export interface StreamsLaneDeps {
   /** Commands (no offline queue: they fail fast while Redis is away). */
@@ -114,6 +148,11 @@ export class StreamsLane implements ReliableLane, SessionHost {
   #lastBeat = 0;
   #reading: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
+  #toAck: string[] = [];
+  /** The sends of one event-loop turn, sent together. */
+  readonly #batcher = new SendBatcher((messages) =>
+    sendReliableBatch(this.#scripts, this.#deps.keys, this.options, messages, this.#deps.durability),
+  );
 
   constructor(deps: StreamsLaneDeps) {
     this.#deps = deps;
@@ -135,7 +174,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
 
   send(message: ReliableMessage): Promise<ReliableSendResult> {
     if (this.#closing) return Promise.reject(new RelayhubError('ERR_CLOSED', 'The reliable lane is closed.'));
-    return sendReliable(this.#scripts, this.#deps.keys, this.options, message, this.#deps.durability);
+    return this.#batcher.send(message);
   }
 
   // ---- users on this instance ----
@@ -170,7 +209,22 @@ export class StreamsLane implements ReliableLane, SessionHost {
     return this.#deps.users.connectionsOf(userId);
   }
 
-  async ack(keys: UserKeys, offset: number, streamId: string): Promise<void> {
+  async readFromAcked(keys: UserKeys, count: number): Promise<InboxRead> {
+    const [acked, entries] = await this.#scripts.relayhubRead(keys.acked, keys.inbox, count);
+    return { acked: parsePosition(acked), entries: entries.map(parseEntry) };
+  }
+
+  async readAfter(keys: UserKeys, streamId: string, count: number): Promise<InboxEntry[]> {
+    const start = streamId === '0-0' ? '-' : `(${streamId}`;
+    const entries = (await this.redis.xrange(keys.inbox, start, '+', 'COUNT', count)) as [string, string[]][];
+    return entries.map(parseEntry);
+  }
+
+  async acked(keys: UserKeys): Promise<Position> {
+    return parsePosition(await this.redis.get(keys.acked));
+  }
+
+  async ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<void> {
     const advanced = await this.#scripts.relayhubAck(
       keys.acked,
       keys.inbox,
@@ -184,7 +238,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
       this.log.info({ offset, streamId }, 'stale ack ignored: the inbox no longer holds that entry');
       return;
     }
-    this.counters.acked++;
+    this.counters.acked += count;
   }
 
   async deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void> {
@@ -209,7 +263,6 @@ export class StreamsLane implements ReliableLane, SessionHost {
       'r',
       reason,
     );
-    await this.ack(this.#deps.keys.user(userId), entry.offset, entry.streamId);
     try {
       await this.#deps.onDeadLetter?.({ userId, ...entry, reason });
     } catch (error) {
@@ -275,7 +328,10 @@ export class StreamsLane implements ReliableLane, SessionHost {
     }
   }
 
-  /** Wakes the sessions of the users in `entries`; each entry is acknowledged once its user caught up. */
+  /**
+   * Wakes the sessions of the users in `entries`; each entry is acknowledged (and deleted) once its user's
+   * session has caught up (`relayhub_reliable_pending` counts the wake-ups of users still being delivered to).
+   */
   #dispatch(entries: [string, string[]][]): void {
     const byUser = new Map<string, string[]>();
     for (const [id, fields] of entries) {
@@ -287,11 +343,36 @@ export class StreamsLane implements ReliableLane, SessionHost {
     }
     for (const [user, ids] of byUser) {
       const session = this.#sessions.get(user);
-      const caughtUp = session ? session.wake() : Promise.resolve();
-      caughtUp
-        .then(() => this.redis.xack(this.#deliveries, CONSUMER_GROUP, ...ids))
-        .catch((error: unknown) => this.log.debug({ err: error }, 'xack failed'));
+      if (!session) {
+        this.#consumed(ids);
+        continue;
+      }
+      session.wake().then(
+        () => this.#consumed(ids),
+        (error: unknown) => this.log.debug({ err: error }, 'wake failed'),
+      );
     }
+  }
+
+  /**
+   * Acknowledges and deletes consumed wake-ups, those of one event-loop turn together (one XACK and one
+   * XDEL): an entry is only a wake-up, and once acknowledged nothing reads it again.
+   */
+  #consumed(ids: string[]): void {
+    const first = this.#toAck.length === 0;
+    this.#toAck.push(...ids);
+    if (!first) return;
+    setImmediate(() => {
+      const batch = this.#toAck;
+      this.#toAck = [];
+      if (batch.length === 0 || this.#stop.signal.aborted) return;
+      this.redis
+        .pipeline()
+        .xack(this.#deliveries, CONSUMER_GROUP, ...batch)
+        .xdel(this.#deliveries, ...batch)
+        .exec()
+        .catch((error: unknown) => this.log.debug({ err: error }, 'xack failed'));
+    });
   }
 
   #wakeAll(): void {
@@ -317,12 +398,18 @@ export class StreamsLane implements ReliableLane, SessionHost {
       );
       await this.redis.sadd(keys.instances, id);
       const users = [...this.#sessions.keys()];
-      const positions = await Promise.all(
-        users.map((user) => {
+      // note: one script per user on a Cluster (its keys are in the user's slot), per 200 users on one node.
+      const group = this.redis.isCluster ? 1 : BEAT_USERS_PER_SCRIPT;
+      const calls: Promise<number[]>[] = [];
+      for (let i = 0; i < users.length; i += group) {
+        const keysOf = users.slice(i, i + group).flatMap((user) => {
           const u = keys.user(user);
-          return this.#scripts.relayhubBeatUser(u.presence, u.seq, u.acked, id);
-        }),
-      );
+          return [u.presence, u.seq, u.acked];
+        });
+        calls.push(this.#scripts.relayhubBeatUsers(keysOf.length, ...keysOf, id));
+      }
+      const flat = (await Promise.all(calls)).flat();
+      const positions = users.map((_, i) => [flat[2 * i] ?? 0, flat[2 * i + 1] ?? 0]);
       // note: while the alive key was gone (it expired, or Redis lost its memory), senders skipped this
       // instance and dropped it from its users' presence: their messages wait in the inboxes unannounced.
       const wasGone = this.#lastBeat !== 0 && previous === null;

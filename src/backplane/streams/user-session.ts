@@ -1,4 +1,3 @@
-import type { RedisClient } from '../../redis/connection.js';
 import type { Logger } from 'pino';
 import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json/json-protocol.js';
@@ -20,6 +19,13 @@ export interface SessionOptions {
   maxAttempts: number;
   retryDelayMs: number;
   maxRetryDelayMs: number;
+  /**
+   * Messages in flight per user: sent to the user's connections and not acknowledged yet. They are sent in
+   * offset order; the acked offset moves only over a contiguous run of acknowledged messages. 1 is one
+   * message at a time (the next only after the previous one's ack).
+   * @default 32, or `RELIABLE_WINDOW` from the environment when it is set
+   */
+  window: number;
 }
 
 export interface SessionCounters {
@@ -38,35 +44,93 @@ export interface InboxEntry {
   args: unknown[];
 }
 
+/** The acknowledged position of a user and the inbox entries after it, as one read returns them. */
+export interface InboxRead {
+  acked: Position;
+  entries: InboxEntry[];
+}
+
 /** What a session needs from its lane. */
 export interface SessionHost {
-  readonly redis: RedisClient;
   readonly options: SessionOptions;
   readonly counters: SessionCounters;
   readonly log: Logger;
   recipients(userId: string): ReliableRecipient[];
-  ack(keys: UserKeys, offset: number, streamId: string): Promise<void>;
+  /** The acked position and up to `count` entries after it (one round trip). */
+  readFromAcked(keys: UserKeys, count: number): Promise<InboxRead>;
+  /** Up to `count` entries after `streamId`. */
+  readAfter(keys: UserKeys, streamId: string, count: number): Promise<InboxEntry[]>;
+  /** The acked position alone. */
+  acked(keys: UserKeys): Promise<Position>;
+  /** Acknowledges everything up to `offset` (`count` messages of this session's run). */
+  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<void>;
+  /** Records a message given up on (the dead-letter stream and hook); the session then acks past it. */
   deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void>;
 }
 
-interface Position {
+export interface Position {
   offset: number;
   streamId: string;
 }
 
-const START: Position = { offset: 0, streamId: '0-0' };
+export const START: Position = { offset: 0, streamId: '0-0' };
+
+/** One message of the window. */
+interface Slot {
+  entry: InboxEntry;
+  args: unknown[];
+  /** sending: with the clients; waiting: nacked, to be sent again at `due`; done: acked or dead-lettered. */
+  state: 'sending' | 'waiting' | 'done';
+  /** Deliveries that counted (a delivery to connections that went away does not). */
+  attempt: number;
+  due: number;
+}
+
+/** The state of one drain: dropped as a whole when the drain ends (settlements of its sends are ignored). */
+interface Run {
+  /** Acknowledged up to here (contiguously). */
+  position: Position;
+  /** The last entry read from the inbox. */
+  cursor: Position;
+  /** In offset order, from position + 1. */
+  window: Slot[];
+  /**
+   * Acks in a row in this burst (a burst starts with a drain, once everything read was acked, and after
+   * a nack). The first two messages of a burst go one at a time; after that as many are in flight as acks
+   * came in a row, up to the window: it doubles per round trip while the client keeps up.
+   */
+  streak: number;
+  /** Read, not in the window yet. */
+  buffer: InboxEntry[];
+  /** The last read returned less than it asked for, and no wake-up came since it was sent. */
+  exhausted: boolean;
+  /** The ack of the latest contiguous run, chained (acks are cumulative). */
+  acking: Promise<void>;
+  failure: unknown;
+  /** Settlements of sends, handled by the drain loop in order. */
+  settled: { slot: Slot; error: unknown }[];
+  /** The reason a slot failed, for dead letters. */
+  reasons: Map<Slot, string>;
+}
 
 /**
  * Delivers one user's inbox to the user's connections on this instance: from the acknowledged offset on,
- * one message at a time (the next only after the client acknowledged the previous one, so order holds),
- * redelivering with backoff on a nack or timeout, and dead-lettering after `maxAttempts`.
+ * up to `window` messages in flight, sent in offset order; each acknowledged contiguous run advances the
+ * acked offset with one ack. The window opens as acks come (one more per ack, from 1 at the start of a
+ * drain) and closes to 1 on a nack, so that the first message of a burst, and the messages after a nacked
+ * one, wait for the one before them. A nack or timeout redelivers that message with backoff (redeliveries in
+ * offset order), and after `maxAttempts` it is dead-lettered and the acked offset moves past it.
  */
 export class UserSession {
   #running: Promise<void> | undefined;
-  #again = false;
+  /** Wake-ups seen so far: a read sent before the latest one may have missed a message. */
+  #wakes = 0;
+  /** The wake-ups a read that came back short was sent after: the inbox was caught up as of them. */
+  #covered = 0;
+  #run_: Run | undefined;
+  #kick: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
   readonly #stop = new AbortController();
-  /** When the message being delivered entered the inbox (ms, from its stream id); 0 when none is. */
-  inFlightSince = 0;
 
   constructor(
     readonly userId: string,
@@ -74,13 +138,24 @@ export class UserSession {
     private readonly host: SessionHost,
   ) {}
 
-  /** Makes the session look at the inbox; resolves when it has caught up (or has nobody to deliver to). */
+  /** When the oldest unacknowledged message being delivered entered the inbox (ms); 0 when none is. */
+  get inFlightSince(): number {
+    const head = this.#run_?.window.find((slot) => slot.state !== 'done');
+    return head ? Number.parseInt(head.entry.streamId, 10) : 0;
+  }
+
+  /**
+   * Makes the session look at the inbox; resolves when it has caught up: everything read was settled and
+   * a read sent after the latest wake-up came back short (or nobody is left to deliver to).
+   */
   wake(): Promise<void> {
+    this.#wakes++;
     if (this.#running) {
-      this.#again = true;
+      if (this.#run_) this.#run_.exhausted = false;
+      this.#notify();
       return this.#running;
     }
-    this.#running = this.#run().finally(() => {
+    this.#running = this.#loop().finally(() => {
       this.#running = undefined;
     });
     return this.#running;
@@ -88,19 +163,24 @@ export class UserSession {
 
   close(): void {
     this.#stop.abort();
+    this.#notify();
   }
 
   get #closed(): boolean {
     return this.#stop.signal.aborted;
   }
 
-  async #run(): Promise<void> {
+  #present(): boolean {
+    return !this.#closed && this.host.recipients(this.userId).length > 0;
+  }
+
+  async #loop(): Promise<void> {
     let failures = 0;
-    while (!this.#closed && this.host.recipients(this.userId).length > 0) {
+    while (this.#present()) {
       try {
         await this.#drain();
-        if (!this.#again) return;
-        this.#again = false;
+        // note: a wake-up after the drain's last short read may name a message it did not see.
+        if (this.#wakes === this.#covered) return;
         failures = 0;
       } catch (error) {
         // note: Redis is unreachable; the inbox is still there, so try again with a growing pause.
@@ -113,65 +193,221 @@ export class UserSession {
     }
   }
 
+  /** Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to. */
   async #drain(): Promise<void> {
-    let position = await this.#acked();
-    for (;;) {
-      if (this.#closed || this.host.recipients(this.userId).length === 0) return;
-      const entry = await this.#next(position);
-      if (!entry) return;
-      if (entry.offset > position.offset + 1) this.#reportGap(position.offset + 1, entry.offset);
-      this.inFlightSince = Number.parseInt(entry.streamId, 10);
-      const done = await this.#deliver(entry).finally(() => {
-        this.inFlightSince = 0;
-      });
-      if (done === 'left') return;
-      if (done === 'acked elsewhere') {
-        position = await this.#acked();
-        continue;
+    const size = Math.max(1, this.host.options.window);
+    const wakes = this.#wakes;
+    const first = await this.host.readFromAcked(this.keys, size);
+    const run: Run = {
+      position: first.acked,
+      cursor: first.entries.at(-1) ?? first.acked,
+      window: [],
+      streak: 0,
+      buffer: first.entries,
+      exhausted: this.#short(first.entries.length, size, wakes),
+      acking: Promise.resolve(),
+      failure: undefined,
+      settled: [],
+      reasons: new Map(),
+    };
+    this.#run_ = run;
+    try {
+      for (;;) {
+        if (!this.#present()) return;
+        if (run.failure) throw run.failure;
+        await this.#handleSettled(run);
+        if (run.failure) throw run.failure;
+        this.#advance(run);
+        this.#fill(run);
+        const now = Date.now();
+        const due = this.#redeliver(run, now);
+        if (run.window.length === 0 && run.buffer.length === 0) {
+          if (run.exhausted) {
+            await run.acking;
+            if (run.failure) throw run.failure;
+            if (run.window.length === 0 && run.exhausted) return;
+            continue;
+          }
+          await this.#readMore(run, size);
+          continue;
+        }
+        if (run.buffer.length === 0 && !run.exhausted && run.window.length < size) {
+          // note: read ahead while the window has room; settlements meanwhile wait in run.settled.
+          await this.#readMore(run, size);
+          continue;
+        }
+        if (run.settled.length > 0) continue;
+        await this.#waitForEvent(due);
       }
-      // note: a dead letter has already been acknowledged by deadLetter() (counted once, one round trip).
-      if (done !== 'dead') await this.host.ack(this.keys, entry.offset, entry.streamId);
-      position = { offset: entry.offset, streamId: entry.streamId };
+    } finally {
+      clearTimeout(this.#timer);
+      if (this.#run_ === run) this.#run_ = undefined;
+      await run.acking.catch(() => undefined);
     }
   }
 
-  /** Delivers until the client acknowledges it, it is given up on, or nobody is left to deliver to. */
-  async #deliver(entry: InboxEntry): Promise<'acked' | 'dead' | 'left' | 'acked elsewhere'> {
-    const meta: ReliableMeta = { messageId: entry.messageId, offset: entry.offset };
-    const args = [...entry.args, meta];
-    for (let attempt = 1; ; attempt++) {
-      const recipients = this.host.recipients(this.userId);
-      if (recipients.length === 0 || this.#closed) return 'left';
-      this.host.counters.delivered++;
-      if (attempt > 1) this.host.counters.redeliveries++;
-      let reason: string;
-      try {
-        // note: every connection of the user here gets it; the first answer acknowledges it.
-        await Promise.any(
-          recipients.map((r) => r.invoke(entry.target, args, this.host.options.ackTimeoutMs)),
-        );
-        return 'acked';
-      } catch (error) {
-        const errors = error instanceof AggregateError ? error.errors : [error];
-        if (errors.every((e) => e instanceof RelayhubError && e.code === 'ERR_CONNECTION_CLOSED')) {
-          attempt--; // the connections went away: not the message's fault
-          continue;
-        }
-        reason = errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ');
+  async #readMore(run: Run, size: number): Promise<void> {
+    const wakes = this.#wakes;
+    const count = Math.max(1, size - run.window.length);
+    const entries = await this.host.readAfter(this.keys, run.cursor.streamId, count);
+    // note: a read that was sent before another instance's ack may return entries before the position.
+    const fresh = entries.filter((e) => e.offset > run.position.offset);
+    run.buffer.push(...fresh);
+    const last = entries.at(-1);
+    if (last) run.cursor = last;
+    run.exhausted = this.#short(entries.length, count, wakes);
+  }
+
+  /** Whether a read of `count` sent after `wakes` wake-ups shows the inbox caught up. */
+  #short(got: number, count: number, wakes: number): boolean {
+    if (got >= count) return false;
+    this.#covered = wakes;
+    return wakes === this.#wakes;
+  }
+
+  /** Moves read entries into the window (reporting a gap before an entry that does not follow on). */
+  #fill(run: Run): void {
+    const limit = this.#limit(run);
+    while (run.window.length < limit && run.buffer.length > 0) {
+      const entry = run.buffer.shift() as InboxEntry;
+      const previous = run.window.at(-1)?.entry.offset ?? run.position.offset;
+      if (entry.offset <= previous) continue;
+      // note: the ack of the entry after a gap moves the acked offset past it (acks are cumulative).
+      if (entry.offset > previous + 1) this.#reportGap(previous + 1, entry.offset);
+      const meta: ReliableMeta = { messageId: entry.messageId, offset: entry.offset };
+      const slot: Slot = { entry, args: [...entry.args, meta], state: 'sending', attempt: 0, due: 0 };
+      run.window.push(slot);
+      this.#send(run, slot);
+    }
+  }
+
+  /** How many messages may be in flight now (see `Run.streak`). */
+  #limit(run: Run): number {
+    return run.streak < 2 ? 1 : Math.min(this.host.options.window, run.streak);
+  }
+
+  /** Sends a slot to every connection of the user here; the first answer acknowledges it. */
+  #send(run: Run, slot: Slot): void {
+    const recipients = this.host.recipients(this.userId);
+    slot.state = 'sending';
+    slot.attempt++;
+    this.host.counters.delivered++;
+    if (slot.attempt > 1) this.host.counters.redeliveries++;
+    const { target } = slot.entry;
+    const timeout = this.host.options.ackTimeoutMs;
+    const answer =
+      recipients.length === 1
+        ? (recipients[0] as ReliableRecipient).invoke(target, slot.args, timeout)
+        : Promise.any(recipients.map((r) => r.invoke(target, slot.args, timeout)));
+    answer.then(
+      () => this.#settle(run, slot, undefined),
+      (error: unknown) => this.#settle(run, slot, error ?? new Error('nacked')),
+    );
+  }
+
+  #settle(run: Run, slot: Slot, error: unknown): void {
+    run.settled.push({ slot, error });
+    this.#notify();
+  }
+
+  /** Applies the answers that came in: acks mark their slot done, nacks schedule or dead-letter it. */
+  async #handleSettled(run: Run): Promise<void> {
+    while (run.settled.length > 0) {
+      const { slot, error } = run.settled.shift() as { slot: Slot; error: unknown };
+      if (slot.state !== 'sending' || !run.window.includes(slot)) continue;
+      if (error === undefined) {
+        slot.state = 'done';
+        run.streak++;
+        continue;
       }
-      if ((await this.#acked()).offset >= entry.offset) return 'acked elsewhere';
-      if (attempt >= this.host.options.maxAttempts) {
-        await this.host.deadLetter(this.userId, entry, reason);
-        return 'dead';
+      const errors = error instanceof AggregateError ? error.errors : [error];
+      if (errors.every((e) => e instanceof RelayhubError && e.code === 'ERR_CONNECTION_CLOSED')) {
+        // note: the connections went away: not the message's fault; send it again at once.
+        slot.attempt--;
+        slot.state = 'waiting';
+        slot.due = 0;
+        continue;
+      }
+      const reason = errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ');
+      run.streak = 0;
+      const acked = await this.host.acked(this.keys);
+      if (acked.offset >= slot.entry.offset) {
+        this.#ackedElsewhere(run, acked);
+        continue;
+      }
+      if (slot.attempt >= this.host.options.maxAttempts) {
+        await this.host.deadLetter(this.userId, slot.entry, reason);
+        slot.state = 'done';
+        continue;
       }
       this.host.log.info(
-        { userId: this.userId, offset: entry.offset, attempt, reason },
+        { userId: this.userId, offset: slot.entry.offset, attempt: slot.attempt, reason },
         'reliable message nacked',
       );
-      await this.#pause(
-        Math.min(this.host.options.maxRetryDelayMs, this.host.options.retryDelayMs * 2 ** (attempt - 1)),
-      );
+      slot.state = 'waiting';
+      slot.due =
+        Date.now() +
+        Math.min(this.host.options.maxRetryDelayMs, this.host.options.retryDelayMs * 2 ** (slot.attempt - 1));
     }
+  }
+
+  /** Another connection of the user (here or elsewhere) acknowledged up to `acked`: skip what it covers. */
+  #ackedElsewhere(run: Run, acked: Position): void {
+    while (run.window.length > 0 && (run.window[0] as Slot).entry.offset <= acked.offset) run.window.shift();
+    run.buffer = run.buffer.filter((e) => e.offset > acked.offset);
+    if (acked.offset > run.position.offset) run.position = acked;
+    if (run.window.length === 0 && run.buffer.length === 0 && acked.offset >= run.cursor.offset) {
+      run.cursor = acked;
+      run.exhausted = false;
+    }
+  }
+
+  /** Drops the acknowledged run at the head of the window and acks its last message (one ack per run). */
+  #advance(run: Run): void {
+    let count = 0;
+    while (run.window.length > 0 && (run.window[0] as Slot).state === 'done') {
+      const slot = run.window.shift() as Slot;
+      run.position = { offset: slot.entry.offset, streamId: slot.entry.streamId };
+      count++;
+    }
+    if (count === 0) return;
+    // note: caught up with everything read: what comes next starts a new burst.
+    if (run.window.length === 0 && run.buffer.length === 0) run.streak = 0;
+    const { offset, streamId } = run.position;
+    run.acking = run.acking
+      .then(() => this.host.ack(this.keys, offset, streamId, count))
+      .catch((error: unknown) => {
+        run.failure ??= error;
+        this.#notify();
+      });
+  }
+
+  /**
+   * Sends again the waiting slots that are due, in offset order (a later one waits for an earlier one);
+   * returns when the next one is due (0: none waiting).
+   */
+  #redeliver(run: Run, now: number): number {
+    for (const slot of run.window) {
+      if (slot.state !== 'waiting') continue;
+      if (slot.due > now) return slot.due;
+      this.#send(run, slot);
+    }
+    return 0;
+  }
+
+  #notify(): void {
+    const kick = this.#kick;
+    this.#kick = undefined;
+    kick?.();
+  }
+
+  #waitForEvent(due: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#kick = resolve;
+      clearTimeout(this.#timer);
+      if (due > 0) this.#timer = setTimeout(() => this.#notify(), Math.max(0, due - Date.now()));
+      if (this.#closed) this.#notify();
+    });
   }
 
   #reportGap(fromOffset: number, firstAvailableOffset: number): void {
@@ -188,26 +424,16 @@ export class UserSession {
     for (const recipient of this.host.recipients(this.userId)) recipient.write(frame);
   }
 
-  async #acked(): Promise<Position> {
-    const value = await this.host.redis.get(this.keys.acked);
-    if (!value) return START;
-    const [offset, streamId] = value.split(' ');
-    return { offset: Number(offset), streamId: streamId ?? '0-0' };
-  }
-
-  async #next(after: Position): Promise<InboxEntry | undefined> {
-    const start = after.streamId === '0-0' ? '-' : `(${after.streamId}`;
-    const entries = (await this.host.redis.xrange(this.keys.inbox, start, '+', 'COUNT', 1)) as [
-      string,
-      string[],
-    ][];
-    const first = entries[0];
-    return first ? parseEntry(first) : undefined;
-  }
-
   #pause(ms: number): Promise<void> {
     return sleep(ms, this.#stop.signal);
   }
+}
+
+/** Parses the acked key's value `"<offset> <stream id>"`. */
+export function parsePosition(value: string | null | undefined): Position {
+  if (!value) return START;
+  const [offset, streamId] = value.split(' ');
+  return { offset: Number(offset), streamId: streamId ?? '0-0' };
 }
 
 export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
