@@ -178,6 +178,7 @@ export class OutboxWorker {
   #listener: pg.Client | undefined;
   #lastRebalance = 0;
   #lastAckSync = 0;
+  #ackSync: Promise<void> | undefined;
   #lastRowsAt = 0;
   #ackCursor = '';
   #wake: (() => void) | undefined;
@@ -356,9 +357,17 @@ export class OutboxWorker {
         }
         await this.#checkEpochs(client, rebalance);
         const claimed = await this.#relayPass(client);
-        if (Date.now() - this.#lastAckSync >= this.#o.ackSyncIntervalMs) {
-          await this.#syncAcks();
+        // note: beside the relay, on the pool's connections, so that reading acks back never delays a pass.
+        if (!this.#ackSync && Date.now() - this.#lastAckSync >= this.#o.ackSyncIntervalMs) {
           this.#lastAckSync = Date.now();
+          this.#ackSync = this.#syncAcks()
+            .catch((error: unknown) =>
+              this.#log.warn({ err: error }, 'ack sync failed; retrying at the next'),
+            )
+            .finally(() => {
+              this.#ackSync = undefined;
+              this.#lastAckSync = Date.now();
+            });
         }
         failures = 0;
         if (claimed > 0) this.#lastRowsAt = Date.now();
@@ -725,6 +734,7 @@ export class OutboxWorker {
     this.#closing ??= (async () => {
       this.#stop.abort();
       await this.#running?.catch(() => undefined);
+      await this.#ackSync;
       await this.#maintenance
         ?.close()
         .catch((error: unknown) => this.#log.warn({ err: error }, 'maintenance close'));
