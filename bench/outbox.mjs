@@ -1,12 +1,17 @@
 // Outbox benchmark (`node bench/outbox.mjs`, after `npm run build`): commit -> client ack. Producers commit
 // transactions that enqueue() an outbox row into a schema of their own on the shared Postgres; 1, then 2
 // `relayhub worker` processes relay the rows to the reliable lane of 2 `relayhub serve --backplane streams`
-// processes, whose users' clients ack. See bench/RELIABLE.md for what is measured and the knobs.
+// processes, whose users' clients ack. Per worker count: the raw Postgres baseline (the same INSERT +
+// COMMIT, at the same concurrency, into a copy of the outbox table that no worker reads), live at
+// saturation (acked/s against that baseline: outboxToPgRatio), live at a fixed rate (BENCH_OUTBOX_RATE,
+// default 1,000 commits/s: p99 commit -> receipt), and a backlog drained after the workers were stopped
+// (backlogRowsPerSec). Ends with one line `RESULT <json>`. See bench/RELIABLE.md for the knobs.
 import './help.mjs';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import pg from 'pg';
 import { DEMO_HUB_PATH, enqueue, migrate } from '../dist/index.js';
+import { partitionOf } from '../dist/outbox/schema.js';
 import {
   assertLoopback,
   cleanup,
@@ -42,9 +47,12 @@ const config = {
   commits: Math.round(envNumber('BENCH_OUTBOX_COMMITS', 5_000)),
   concurrency: Math.round(envNumber('BENCH_OUTBOX_CONCURRENCY', 16)),
   warmup: Math.round(envNumber('BENCH_OUTBOX_WARMUP', 500)),
+  backlog: Math.round(envNumber('BENCH_OUTBOX_BACKLOG', 20_000)),
+  rate: envNumber('BENCH_OUTBOX_RATE', 1_000),
+  rateMs: envNumber('BENCH_OUTBOX_RATE_MS', 3_000),
   quietWaitMs: envNumber('BENCH_QUIET_WAIT_MS', 3_000),
   startQuietMs: envNumber('BENCH_START_QUIET_MS', 15_000),
-  maxMs: envNumber('BENCH_MAX_MS', 115_000),
+  maxMs: envNumber('BENCH_MAX_MS', 240_000),
 };
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -108,7 +116,7 @@ async function waitForPartitions(pool, names, min, maxMs = 20_000) {
  * and SIGCONTed after; acked/s from SIGCONT to the last ack: what the relay and the lane drain, however
  * fast the producers commit.
  */
-async function runCommits(clients, producers, { phase, count, offset, paused }) {
+async function runCommits(clients, producers, { phase, count, offset, paused, rate }) {
   const ready = await clients.request({ type: 'phase', phase, expected: count }, 'phase-ready');
   if (ready.error) throw new Error(ready.error);
   const committedAt = new Float64Array(count);
@@ -130,9 +138,18 @@ async function runCommits(clients, producers, { phase, count, offset, paused }) 
       producers.map(async (client) => {
         while (next < count) {
           const i = next++;
+          // note: at a fixed rate, commit i is due i / rate seconds after the start
+          if (rate) {
+            const wait = t0 + (i * 1_000) / rate - now();
+            if (wait > 1) await sleep(wait);
+          }
           try {
             await client.query('BEGIN');
-            await enqueue(client, { userId: user(i), target: 'bench', args: [{ p: phase, i, t: now() }] });
+            await enqueue(
+              client,
+              { userId: user(i), target: 'bench', args: [{ p: phase, i, t: now() }] },
+              { channelPrefix: prefix },
+            );
             await client.query('COMMIT');
             committedAt[i] = now();
           } catch (error) {
@@ -146,6 +163,19 @@ async function runCommits(clients, producers, { phase, count, offset, paused }) 
   } finally {
     for (const worker of paused ?? []) worker.kill('SIGCONT');
     resumed = now();
+  }
+  // note: the relay alone (Postgres -> Redis, not the lane's delivery): until no row of the phase is unrelayed
+  let relayedSeconds = NaN;
+  if (paused) {
+    for (;;) {
+      const { rows } = await relayPool.query(
+        `SELECT count(*)::int AS n FROM relayhub_outbox WHERE relayed_at IS NULL AND (args -> 0 ->> 'p')::int = $1`,
+        [phase],
+      );
+      if (rows[0].n === 0 || now() - resumed > 60_000) break;
+      await sleep(10);
+    }
+    relayedSeconds = (now() - resumed) / 1_000;
   }
   const committed = resumed;
   lastProgress = Math.max(lastProgress, committed);
@@ -170,8 +200,44 @@ async function runCommits(clients, producers, { phase, count, offset, paused }) 
     firstError: firstError ? String(firstError.message ?? firstError) : undefined,
     seconds,
     perSecond: report.received / seconds,
+    relayedSeconds,
+    relayedPerSecond: (count - errors) / relayedSeconds,
     ...(paused ? { p50: NaN, p99: NaN, max: NaN } : percentiles(latencies)),
   };
+}
+
+const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
+  VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id`;
+
+/**
+ * The baseline: `count` transactions of the same INSERT (the statement enqueue() sends, same values) and
+ * COMMIT on the same connections, into `bench_raw`, a copy of the outbox table (columns, defaults,
+ * indexes) that nothing reads: what Postgres commits here without relayhub.
+ */
+async function runRaw(producers, count) {
+  let next = 0;
+  const t0 = now();
+  await Promise.all(
+    producers.map(async (client) => {
+      while (next < count) {
+        const i = next++;
+        const userId = user(i);
+        await client.query('BEGIN');
+        await client.query(RAW_INSERT, [
+          prefix,
+          DEMO_HUB_PATH,
+          userId,
+          partitionOf(userId),
+          'bench',
+          JSON.stringify([{ p: 0, i, t: now() }]),
+          null,
+          new Date(Date.now() + 86_400_000),
+        ]);
+        await client.query('COMMIT');
+      }
+    }),
+  );
+  return { commitsPerSecond: count / ((now() - t0) / 1_000) };
 }
 
 // note: the machine may be shared (tests, other benchmarks): wait a little for it to calm down first.
@@ -195,6 +261,7 @@ onCleanup(
 );
 const redis = redisClient(redisUrl);
 const pool = quiet(new pg.Pool({ connectionString: url('monitor'), max: 2 }));
+const relayPool = quiet(new pg.Pool({ connectionString: url('monitor'), max: 1 }));
 const producers = [];
 const results = [];
 try {
@@ -202,6 +269,7 @@ try {
   await migrator.connect();
   try {
     await migrate(migrator);
+    await migrator.query('CREATE TABLE bench_raw (LIKE relayhub_outbox INCLUDING ALL)');
   } finally {
     await migrator.end();
   }
@@ -285,6 +353,8 @@ try {
         },
         hz,
       );
+    const raw = await runRaw(producers, config.commits);
+    await pool.query('TRUNCATE bench_raw');
     let cpu = sampler();
     const live = await runCommits(clients, producers, {
       phase: ++phase,
@@ -292,10 +362,16 @@ try {
       offset: clock.offset,
     });
     live.cpu = cpu();
+    const paced = await runCommits(clients, producers, {
+      phase: ++phase,
+      count: Math.round((config.rate * config.rateMs) / 1_000),
+      offset: clock.offset,
+      rate: config.rate,
+    });
     cpu = sampler();
     const backlog = await runCommits(clients, producers, {
       phase: ++phase,
-      count: config.commits,
+      count: config.backlog,
       offset: clock.offset,
       paused: workers,
     });
@@ -309,7 +385,7 @@ try {
       [phase],
     );
     backlog.passes = passes[0];
-    results.push({ workers: count, busyBefore: busy, live, backlog });
+    results.push({ workers: count, busyBefore: busy, raw, live, paced, backlog });
     const failures = (r) =>
       `${r.duplicates} duplicates, ${r.errors} failed commits${r.firstError ? ` (${r.firstError})` : ''}`;
     console.log(
@@ -318,9 +394,19 @@ try {
         `p50 ${ms(live.p50)}, p99 ${ms(live.p99)}, max ${ms(live.max)}; ${failures(live)}`,
     );
     console.log(
+      `  ${count} worker(s), raw Postgres (same INSERT + COMMIT, ${config.concurrency} connections, no relayhub): ` +
+        `${fmt(raw.commitsPerSecond)} commits/s; outbox live acked/s / raw: ${(live.perSecond / raw.commitsPerSecond).toFixed(2)}x`,
+    );
+    console.log(
+      `  ${count} worker(s), at ${fmt(config.rate)} commits/s: ${fmt(paced.committed)} commits at ` +
+        `${fmt(paced.commitsPerSecond)}/s, ${fmt(paced.received)} acked; p50 ${ms(paced.p50)}, p99 ${ms(paced.p99)}, ` +
+        `max ${ms(paced.max)}; ${failures(paced)}`,
+    );
+    console.log(
       `  ${count} worker(s), backlog: ${fmt(backlog.committed)} rows committed while the workers were stopped, ` +
         `${fmt(backlog.received)} acked ${backlog.seconds.toFixed(2)} s after they resumed: ` +
-        `${fmt(backlog.perSecond)}/s; ${failures(backlog)}`,
+        `${fmt(backlog.perSecond)}/s (relayed into Redis in ${backlog.relayedSeconds.toFixed(2)} s: ` +
+        `${fmt(backlog.relayedPerSecond)} rows/s); ${failures(backlog)}`,
     );
     const { rows: found, passes: n, span } = backlog.passes;
     if (n > 1) {
@@ -345,6 +431,7 @@ try {
 } finally {
   await Promise.all(producers.map((c) => c.end().catch(() => undefined)));
   await pool.end().catch(() => undefined);
+  await relayPool.end().catch(() => undefined);
   await admin.end().catch(() => undefined);
   redis.disconnect();
   await cleanup();
@@ -355,11 +442,13 @@ try {
 const rows = [
   [
     'workers',
+    'raw pg commits/s',
     'commits/s (producers)',
     'acked/s (live)',
+    'live / raw',
     'p50',
     'p99',
-    'max',
+    `p99 at ${fmt(config.rate)}/s`,
     'acked/s (backlog)',
     'lost',
     'dups',
@@ -368,14 +457,16 @@ const rows = [
 for (const r of results) {
   rows.push([
     String(r.workers),
+    fmt(r.raw.commitsPerSecond),
     fmt(r.live.commitsPerSecond),
     fmt(r.live.perSecond),
+    `${(r.live.perSecond / r.raw.commitsPerSecond).toFixed(2)}x`,
     ms(r.live.p50),
     ms(r.live.p99),
-    ms(r.live.max),
+    ms(r.paced.p99),
     fmt(r.backlog.perSecond),
-    `${fmt(r.live.lost)} + ${fmt(r.backlog.lost)}`,
-    `${fmt(r.live.duplicates)} + ${fmt(r.backlog.duplicates)}`,
+    `${fmt(r.live.lost)} + ${fmt(r.paced.lost)} + ${fmt(r.backlog.lost)}`,
+    `${fmt(r.live.duplicates)} + ${fmt(r.paced.duplicates)} + ${fmt(r.backlog.duplicates)}`,
   ]);
 }
 console.log(
@@ -422,5 +513,28 @@ for (const r of results) {
     );
   }
 }
-const bad = results.flatMap((r) => [r.live, r.backlog]).some((p) => p.lost > 0 || p.errors > 0);
+const bad = results.flatMap((r) => [r.live, r.paced, r.backlog]).some((p) => p.lost > 0 || p.errors > 0);
 if (bad || results.length < 2) process.exitCode = 1;
+const by = (n) => results.find((r) => r.workers === n);
+const round = (x, d = 2) => (Number.isFinite(x) ? +x.toFixed(d) : null);
+console.log(
+  `RESULT ${JSON.stringify({
+    outboxToPgRatio: round(by(2)?.live.perSecond / by(2)?.raw.commitsPerSecond),
+    outboxToPgRatio1Worker: round(by(1)?.live.perSecond / by(1)?.raw.commitsPerSecond),
+    rawPgCommitsPerSec: round(by(2)?.raw.commitsPerSecond, 0),
+    liveAckedPerSec: round(by(2)?.live.perSecond, 0),
+    p99AtRateMs: round(by(2)?.paced.p99),
+    p99AtRateMs1Worker: round(by(1)?.paced.p99),
+    rate: config.rate,
+    backlogRowsPerSec: round(by(2)?.backlog.perSecond, 0),
+    backlogRowsPerSec1Worker: round(by(1)?.backlog.perSecond, 0),
+    backlogRelayedRowsPerSec: round(by(2)?.backlog.relayedPerSecond, 0),
+    backlogRelayedRowsPerSec1Worker: round(by(1)?.backlog.relayedPerSecond, 0),
+    secondWorkerBacklogRatio: round(by(2)?.backlog.perSecond / by(1)?.backlog.perSecond),
+    lost: results.reduce((n, r) => n + r.live.lost + r.paced.lost + r.backlog.lost, 0),
+    users: config.users,
+    commits: config.commits,
+    backlog: config.backlog,
+    concurrency: config.concurrency,
+  })}`,
+);

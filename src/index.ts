@@ -92,9 +92,13 @@ export { HubServer, type HubServerOptions } from './hub/hub-server.js';
 export type { HubServerStats } from './metrics/hub-metrics.js';
 export type { MetricsOptions } from './metrics/metrics-endpoint.js';
 export {
+  createOutbox,
+  DEFAULT_OUTBOX_HUB,
   DEFAULT_OUTBOX_TTL_MS,
   type DrizzleLike,
   enqueue,
+  type Outbox,
+  type OutboxDeployment,
   type OutboxMessage,
   type PgQueryable,
 } from './outbox/enqueue.js';
@@ -105,4 +109,4 @@ export {
   type MaintenanceOptions,
   type OutboxDeadLetter,
 } from './worker/maintenance.js';
-export { OutboxWorker, type OutboxWorkerOptions } from './worker/outbox-worker.js';
+export { OutboxWorker, type OutboxWorkerOptions, type OutboxWorkerStats } from './worker/outbox-worker.js';

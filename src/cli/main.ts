@@ -26,6 +26,12 @@ const list = (value: string): string[] =>
 /** A repeatable option: each occurrence (or the environment variable) adds its value. */
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
+/** A repeatable option whose values (and its environment variable's) are items separated by whitespace or commas. */
+const collectItems = (value: string, previous: string[] | undefined): string[] => [
+  ...(previous ?? []),
+  ...value.split(/[\s,]+/).filter((item) => item.length > 0),
+];
+
 const count = (value: string): number => {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('Use a non-negative integer.');
@@ -192,7 +198,21 @@ program.addCommand(
         .default('relayhub'),
     )
     .addOption(
-      new Option('--hub <path>', 'the hub whose users the outbox messages are for').default('/hubs/demo'),
+      new Option(
+        '--redis-endpoint <entry>',
+        'a Redis endpoint NAME[:primary|:secondary]=REDIS_URL, repeatable (env REDIS_ENDPOINTS, whitespace-separated); ' +
+          "each user's rows go to the user's inbox endpoint; replaces --redis-url",
+      )
+        .env('REDIS_ENDPOINTS')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--hub <path>',
+        'a hub whose outbox rows this worker relays, repeatable (env HUBS, comma- or space-separated; default /hubs/demo)',
+      )
+        .env('HUBS')
+        .argParser(collectItems),
     )
     .addOption(
       new Option('--instance-id <id>', 'stable id of this worker (default: random)').env('INSTANCE_ID'),

@@ -78,7 +78,9 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
   pool?.on('error', (error) => logger.warn({ err: error }, 'postgres pool error'));
   const instanceId = options.instanceId ?? `hub-${randomBytes(3).toString('hex')}`;
   const routes: ((req: IncomingMessage, res: ServerResponse) => boolean)[] = [];
-  const orders = pool ? ordersApi(pool, { authenticate, logger }) : undefined;
+  const orders = pool
+    ? ordersApi(pool, { authenticate, logger, channelPrefix: options.channelPrefix })
+    : undefined;
   const fallback: RequestListener = (req, res) => {
     for (const route of routes) if (route(req, res)) return;
     if (orders) return orders(req, res);
@@ -129,7 +131,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<void
         token: dashboardToken,
         instanceId,
         stats: () => server.stats(),
-        ...(pool ? { outbox: () => outboxBacklog(pool) } : {}),
+        ...(pool ? { outbox: () => outboxBacklog(pool, { channelPrefix: options.channelPrefix }) } : {}),
         peers: (options.demo ?? []).filter((origin) => !origin.endsWith(`:${options.port}`)),
       }),
     );

@@ -7,7 +7,8 @@ import { migrate } from '../outbox/migrate.js';
 import { postgresUnavailable } from '../unavailable.js';
 import { OutboxWorker } from '../worker/outbox-worker.js';
 import { targetFromUrl } from '../redis/connection.js';
-import { onShutdown } from './serve.js';
+import { DEFAULT_OUTBOX_HUB } from '../outbox/enqueue.js';
+import { endpointsOf, onShutdown } from './serve.js';
 
 export interface WorkerCliOptions {
   redisUrl: string;
@@ -15,7 +16,10 @@ export interface WorkerCliOptions {
   redisCluster: boolean;
   databaseUrl: string;
   channelPrefix: string;
-  hub: string;
+  /** `--hub`, repeatable (or `HUBS`). @default ['/hubs/demo'] */
+  hub?: string[];
+  /** `--redis-endpoint` entries (or `REDIS_ENDPOINTS`): `NAME[:type]=REDIS_URL`, whitespace-separated. */
+  redisEndpoint?: string[];
   instanceId?: string;
   migrate: boolean;
   metricsPort?: number;
@@ -23,17 +27,29 @@ export interface WorkerCliOptions {
 
 /** `relayhub worker`: relays until SIGTERM, then finishes the batch in hand and exits. */
 export async function runWorker(options: WorkerCliOptions, logger: Logger): Promise<void> {
+  const hubs = options.hub && options.hub.length > 0 ? options.hub : [DEFAULT_OUTBOX_HUB];
+  // note: a bad entry is an ERR_CONFIG naming it (exit 2), before anything connects.
+  const endpoints =
+    endpointsOf({
+      backplane: 'streams',
+      redisCluster: options.redisCluster,
+      redisEndpoint: options.redisEndpoint,
+    }) ?? [];
   const worker = new OutboxWorker({
     databaseUrl: options.databaseUrl,
     redis: targetFromUrl(options.redisUrl, options.redisCluster),
+    ...(endpoints.length > 0 ? { endpoints } : {}),
     channelPrefix: options.channelPrefix,
-    hub: options.hub,
+    hubs,
     migrate: options.migrate,
     logger,
     ...(options.instanceId ? { workerId: options.instanceId } : {}),
   });
   await worker.start();
-  process.stdout.write(`relayhub worker ${worker.workerId} started (hub ${options.hub})\n`);
+  const where = endpoints.length > 0 ? `, endpoints ${endpoints.map((e) => e.name).join(', ')}` : '';
+  process.stdout.write(
+    `relayhub worker ${worker.workerId} started (prefix ${options.channelPrefix}, hub ${hubs.join(', ')}${where})\n`,
+  );
   let metrics: Server | undefined;
   if (options.metricsPort !== undefined) {
     const served = await listenMetrics(workerMetrics(worker), options.metricsPort);

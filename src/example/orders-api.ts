@@ -5,6 +5,7 @@ import { isRelayhubError } from '../errors.js';
 import type { Authenticate, Principal } from '../hub/auth.js';
 import { decodePathSegment, parseRequestTarget } from '../hub/request-target.js';
 import { enqueue } from '../outbox/enqueue.js';
+import { DEMO_HUB_PATH } from './demo-hub.js';
 
 const ROUTE = /^\/api\/orders\/([^/]+)\/status$/;
 const MAX_BODY_BYTES = 16_384;
@@ -22,6 +23,8 @@ export interface OrdersApiOptions {
    * `Authorization: Bearer`. `null` (or a throw) answers 401.
    */
   authenticate: Authenticate;
+  /** The deployment's channel prefix (the outbox rows are its, for the demo hub). @default 'relayhub' */
+  channelPrefix?: string;
   /** Where a 503's cause is logged (once per failed request). @default none */
   logger?: Logger;
 }
@@ -110,7 +113,11 @@ async function handle(
         `Order '${orderId}' belongs to another user; an order cannot be moved to another user.`,
       );
     }
-    const { id } = await enqueue(client, { userId, target: 'orderStatus', args: [{ orderId, status }] });
+    const { id } = await enqueue(
+      client,
+      { userId, target: 'orderStatus', args: [{ orderId, status }] },
+      { hub: DEMO_HUB_PATH, ...(options.channelPrefix ? { channelPrefix: options.channelPrefix } : {}) },
+    );
     await client.query('COMMIT');
     send(res, 200, { orderId, status, outboxId: id });
   } catch (error) {

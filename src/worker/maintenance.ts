@@ -46,16 +46,23 @@ interface MaintenanceDeps extends Partial<MaintenanceOptions> {
   /** Where the hubs' Redis is (BullMQ gets connections of its own there); else `redisUrl`. */
   target?: RedisTarget;
   redisUrl?: string;
+  /** The deployment's channel prefix: only its rows are purged and dead-lettered. */
   prefix: string;
+  /** The hubs whose rows this worker serves. */
+  hubs: readonly string[];
   pool: pg.Pool;
-  /** Lane commands (for the dead-instance sweep). */
-  redis: RedisClient;
-  keys: ReliableKeys;
+  /** Each hub lane on each endpoint, with a connection there (for the dead-instance sweep). */
+  lanes: readonly { redis: RedisClient; keys: ReliableKeys }[];
   log: Logger;
   onDeadLetter?: DeadLetterHandler;
 }
 
-const PURGE_BATCH = 1_000;
+const PURGE_BATCH = 5_000;
+/**
+ * Batches of acked rows one purge deletes at most (it goes on while batches come back full): 100k rows
+ * per purge interval, far above what the relay acks, so that the table does not grow under load.
+ */
+const PURGE_MAX_BATCHES = 20;
 
 /**
  * The worker's scheduled maintenance on BullMQ (never the hot relay path): `purge` deletes acked rows and
@@ -140,13 +147,21 @@ export class Maintenance {
     return job.name === 'purge' ? this.purge() : this.sweep();
   }
 
-  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL. */
+  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL (this deployment's hubs only). */
   async purge(): Promise<{ purged: number; deadLettered: number }> {
     const pool = this.#deps.pool;
-    const purged = await pool.query(
-      `DELETE FROM relayhub_outbox WHERE id IN (
-         SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL LIMIT ${PURGE_BATCH})`,
-    );
+    const scope = [this.#deps.prefix, this.#deps.hubs];
+    let purged = 0;
+    for (let batch = 0; batch < PURGE_MAX_BATCHES; batch++) {
+      const { rowCount } = await pool.query(
+        `DELETE FROM relayhub_outbox WHERE id IN (
+           SELECT id FROM relayhub_outbox WHERE acked_at IS NOT NULL AND channel_prefix = $1 AND hub = ANY($2)
+           LIMIT ${PURGE_BATCH})`,
+        scope,
+      );
+      purged += rowCount ?? 0;
+      if ((rowCount ?? 0) < PURGE_BATCH) break;
+    }
     const client = await pool.connect();
     let deadLettered = 0;
     try {
@@ -160,8 +175,9 @@ export class Maintenance {
         fail_reason: string | null;
       }>(
         `SELECT id, user_id, target, args, message_key, fail_reason FROM relayhub_outbox
-         WHERE expires_at < now() AND acked_at IS NULL
+         WHERE expires_at < now() AND acked_at IS NULL AND channel_prefix = $1 AND hub = ANY($2)
          ORDER BY id LIMIT ${PURGE_BATCH} FOR UPDATE SKIP LOCKED`,
+        scope,
       );
       if (rows.length > 0) {
         await this.#deadLetters?.addBulk(
@@ -191,13 +207,20 @@ export class Maintenance {
     } finally {
       client.release();
     }
-    return { purged: purged.rowCount ?? 0, deadLettered };
+    return { purged, deadLettered };
   }
 
-  /** Removes dead hub instances' delivery streams and workers not seen for an hour. */
+  /** Removes dead hub instances' delivery streams (of every lane) and this prefix's workers not seen for an hour. */
   async sweep(): Promise<{ deadInstances: string[] }> {
-    const deadInstances = await sweepDeadInstances(this.#deps.redis, this.#deps.keys);
-    await this.#deps.pool.query(`DELETE FROM relayhub_workers WHERE seen_at < now() - interval '1 hour'`);
+    // note: an endpoint that is down is swept at a later run; the others are swept now.
+    const swept = await Promise.allSettled(this.#deps.lanes.map((l) => sweepDeadInstances(l.redis, l.keys)));
+    const deadInstances = swept.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+    const [first] = swept;
+    if (first?.status === 'rejected' && swept.every((r) => r.status === 'rejected')) throw first.reason;
+    await this.#deps.pool.query(
+      `DELETE FROM relayhub_workers WHERE channel_prefix = $1 AND seen_at < now() - interval '1 hour'`,
+      [this.#deps.prefix],
+    );
     return { deadInstances };
   }
 

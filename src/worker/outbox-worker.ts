@@ -1,34 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { type Logger, pino } from 'pino';
-import type { ReliableSendResult } from '../backplane/backplane.js';
+import type { ReliableMessage } from '../backplane/backplane.js';
 import { DEFAULT_CHANNEL_PREFIX, type ReliableKeys, reliableKeys } from '../redis/keys.js';
 import { DEFAULT_REDIS_URL, describe } from '../backplane/pubsub/redis-connection.js';
-import {
-  type Durability,
-  durabilityFor,
-  type LaneScripts,
-  laneScripts,
-  type Retention,
-  sendReliable,
-} from '../backplane/streams/reliable-producer.js';
+import { type Retention, sendReliableBatch } from '../backplane/streams/reliable-producer.js';
 import { DEFAULT_RELIABLE_OPTIONS } from '../backplane/streams/streams-lane.js';
 import { RelayhubError } from '../errors.js';
 import { postgresUnavailable } from '../unavailable.js';
-import {
-  connectClient,
-  openClient,
-  type RedisClient,
-  type RedisTarget,
-  targetOf,
-} from '../redis/connection.js';
-import { OUTBOX_CHANNEL, USER_ID } from '../outbox/enqueue.js';
+import { type RedisTarget, targetOf } from '../redis/connection.js';
+import { type EndpointConfig, inboxEndpointOf, validateEndpoints } from '../redis/endpoints.js';
+import type { EndpointRouter, EndpointView } from '../backplane/endpoints/endpoint-router.js';
+import { DEFAULT_OUTBOX_HUB, OUTBOX_CHANNEL, outboxDeployment, USER_ID } from '../outbox/enqueue.js';
 import { type OutboxBacklog, outboxBacklog } from '../outbox/backlog.js';
+import { type HubPartitions, ownedCondition } from '../outbox/owned-condition.js';
 import { migrate } from '../outbox/migrate.js';
 import { type DeadLetterHandler, Maintenance, type MaintenanceOptions } from './maintenance.js';
 import { PartitionOwner } from './partition-owner.js';
+import { DEFAULT_ENDPOINT_NAME, RelayEndpoint } from './relay-endpoint.js';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/test';
+
+/** Rows one relay pass claims, relays and marks by default. */
+export const DEFAULT_BATCH_SIZE = 1_000;
 
 export interface OutboxWorkerOptions {
   /** @default 'postgres://postgres@127.0.0.1:5432/test' */
@@ -41,6 +35,20 @@ export interface OutboxWorkerOptions {
    */
   redis?: RedisTarget;
   /**
+   * Several Redis endpoints (as the hubs' backplanes have them); takes precedence over `redis` and
+   * `redisUrl`. Each user's rows go to the user's inbox endpoint (`inboxEndpointOf`: a rendezvous hash
+   * over every endpoint's name, what the hub instances use too); when it does not answer, that user's rows
+   * wait in Postgres, in order, while the other endpoints' users keep flowing. Types do not matter here.
+   * @default one endpoint, 'default', on `redis`
+   */
+  endpoints?: EndpointConfig[];
+  /**
+   * Where each user's inbox is: the hubs' router (its `inboxEndpoint`), when the app gave them a custom
+   * one; the worker must answer as the hubs do. It sees every endpoint, `online` false while one fails.
+   * @default `inboxEndpointOf(userId, endpoints)`, as the hubs' default router
+   */
+  router?: Pick<EndpointRouter, 'inboxEndpoint'>;
+  /**
    * Replicas that must confirm (`WAIT`) a relayed row before it counts as relayed, so that a primary
    * failover cannot take it back; a row they do not confirm in time is relayed again (same message id).
    * @default 1 on a Cluster, 0 on one node
@@ -48,28 +56,30 @@ export interface OutboxWorkerOptions {
   replicas?: number;
   /** @default 1_000 */
   replicaTimeoutMs?: number;
-  /** @default 'relayhub' */
+  /** The deployment's prefix: the worker relays only rows enqueued with it. @default 'relayhub' */
   channelPrefix?: string;
-  /** The hub whose users the outbox rows are for. @default '/hubs/demo' */
+  /** The hub whose users the outbox rows are for (one hub; see `hubs`). @default '/hubs/demo' */
   hub?: string;
+  /** The hubs this worker relays rows for (of its prefix); takes precedence over `hub`. @default [hub] */
+  hubs?: string[];
   /** @default a random id */
   workerId?: string;
-  /** Rows claimed per relay pass. @default 200 */
+  /** Rows claimed, relayed and marked per relay pass (one transaction, one batch to Redis). @default 1_000 */
   batchSize?: number;
   /** Polling interval when no NOTIFY wakes the worker. @default 1_000 */
   pollIntervalMs?: number;
-  /** Polling interval for `hotForMs` after a pass that found rows (producers skip NOTIFYs in bursts). @default 20 */
+  /** Polling interval for `hotForMs` after a pass that found rows (producers skip NOTIFYs in bursts). @default 10 */
   hotPollIntervalMs?: number;
   /** How long the worker polls at `hotPollIntervalMs` after it last found rows. @default 1_000 */
   hotForMs?: number;
   /** How often acks are read back from Redis and recorded on the rows. @default 1_000 */
   ackSyncIntervalMs?: number;
+  /** Users whose acks one ack sync reads (one page; the next sync reads the next). @default 5_000 */
+  ackSyncBatch?: number;
   /** How often the worker re-announces itself and rebalances partitions. @default 2_000 */
   rebalanceIntervalMs?: number;
   /** A worker not seen for this long no longer counts toward the fair share. @default 10_000 */
   liveWindowMs?: number;
-  /** Users relayed in parallel within a pass (each user's rows stay sequential). @default 32 */
-  relayConcurrency?: number;
   /** Rows whose encoded arguments are larger are set aside as poison. @default 524_288 */
   maxPayloadBytes?: number;
   /** The lane's retention, as the hubs use it. @default DEFAULT_RELIABLE_OPTIONS' maxLength and maxAgeMs */
@@ -86,64 +96,128 @@ export interface OutboxWorkerOptions {
 
 interface Row {
   id: string;
+  hub: string;
   user_id: string;
   target: string;
   args: unknown;
   message_key: string | null;
 }
 
+/** One hub this worker serves: its lane's keys and the partitions of it this worker owns. */
+interface ServedHub {
+  hub: string;
+  keys: ReliableKeys;
+  owner: PartitionOwner;
+}
+
+/** A relayed row, as its mark records it. */
+interface Relayed {
+  id: string;
+  hub: string;
+  offset: number;
+  endpoint: string;
+  epoch: string;
+}
+
+/** The worker's counters (also on its metrics endpoint). */
+export interface OutboxWorkerStats {
+  relayed: number;
+  poison: number;
+  acked: number;
+  rerelayed: number;
+  passes: number;
+  /** Rows claimed but left for a later pass because their user's endpoint did not answer. */
+  held: number;
+  /** Rows relayed per hub. */
+  byHub: Record<string, number>;
+  /** Rows relayed per endpoint. */
+  byEndpoint: Record<string, number>;
+}
+
 /**
- * Relays committed outbox rows into the users' Redis inboxes: per owned partition, in id order, each
- * user's rows one after another; marks them relayed with their lane offset; records acks read back from
- * Redis; notices a Redis that lost its memory and relays every unacked row again. Safe to kill at any
- * point: a row relayed twice carries the same message id, and the lane drops the second copy.
+ * Relays committed outbox rows of one deployment (its channel prefix, the hubs it serves) into the users'
+ * Redis inboxes, in bulk: per pass it claims a batch of its partitions' rows in id order, relays them in
+ * one pipelined batch per endpoint and hub (each user's rows in order; a failure holds back that user's
+ * rest), and marks them relayed with their lane offsets in one statement. Acks are read back from each
+ * user's endpoint in batches; a Redis that lost its data is noticed by its epoch key and its unacked rows
+ * relayed again. Safe to kill at any point: a row relayed twice carries the same message id, and the lane
+ * drops the second copy.
  */
 export class OutboxWorker {
   readonly workerId: string;
+  readonly channelPrefix: string;
+  readonly hubs: readonly string[];
   readonly #o: Required<
     Omit<
       OutboxWorkerOptions,
-      'onDeadLetter' | 'retention' | 'maintenance' | 'workerId' | 'redis' | 'replicas' | 'replicaTimeoutMs'
+      | 'onDeadLetter'
+      | 'retention'
+      | 'maintenance'
+      | 'workerId'
+      | 'redis'
+      | 'replicas'
+      | 'replicaTimeoutMs'
+      | 'endpoints'
+      | 'router'
+      | 'hub'
+      | 'hubs'
+      | 'channelPrefix'
     >
   >;
-  readonly #target: RedisTarget;
-  readonly #durability: Durability;
   readonly #retention: Retention;
   readonly #log: Logger;
-  readonly #keys: ReliableKeys;
-  readonly #redis: RedisClient;
-  readonly #scripts: LaneScripts & RedisClient;
-  readonly #owner: PartitionOwner;
+  readonly #served: ServedHub[];
+  readonly #endpoints: RelayEndpoint[];
+  readonly #endpointNames: string[];
+  readonly #router: Pick<EndpointRouter, 'inboxEndpoint'> | undefined;
+  readonly #types = new Map<string, EndpointView['type']>();
   readonly #pool: pg.Pool;
   readonly #maintenance: Maintenance | undefined;
   readonly #stop = new AbortController();
   #client: pg.Client | undefined;
   #listener: pg.Client | undefined;
-  #epoch: string | undefined;
   #lastRebalance = 0;
   #lastAckSync = 0;
+  #ackSync: Promise<void> | undefined;
   #lastRowsAt = 0;
+  #ackCursor = '';
   #wake: (() => void) | undefined;
   #woken = false;
   #running: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
-  readonly stats = { relayed: 0, poison: 0, acked: 0, rerelayed: 0, passes: 0 };
+  readonly stats: OutboxWorkerStats = {
+    relayed: 0,
+    poison: 0,
+    acked: 0,
+    rerelayed: 0,
+    passes: 0,
+    held: 0,
+    byHub: {},
+    byEndpoint: {},
+  };
 
   constructor(options: OutboxWorkerOptions = {}) {
     this.workerId = options.workerId ?? `worker-${randomBytes(4).toString('hex')}`;
+    const hubs = options.hubs ?? [options.hub ?? DEFAULT_OUTBOX_HUB];
+    if (hubs.length === 0) {
+      throw new RelayhubError('ERR_CONFIG', 'The outbox worker was given no hub.', {
+        remedy: "Give the hubs whose rows it relays, e.g. hubs: ['/hubs/orders'] (CLI: --hub /hubs/orders).",
+      });
+    }
+    this.channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
+    for (const hub of hubs) outboxDeployment({ channelPrefix: this.channelPrefix, hub });
+    this.hubs = [...new Set(hubs)];
     this.#o = {
       databaseUrl: options.databaseUrl ?? DEFAULT_DATABASE_URL,
       redisUrl: options.redisUrl ?? DEFAULT_REDIS_URL,
-      channelPrefix: options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX,
-      hub: options.hub ?? '/hubs/demo',
-      batchSize: options.batchSize ?? 200,
+      batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
       pollIntervalMs: options.pollIntervalMs ?? 1_000,
-      hotPollIntervalMs: options.hotPollIntervalMs ?? 20,
+      hotPollIntervalMs: options.hotPollIntervalMs ?? 10,
       hotForMs: options.hotForMs ?? 1_000,
       ackSyncIntervalMs: options.ackSyncIntervalMs ?? 1_000,
+      ackSyncBatch: options.ackSyncBatch ?? 5_000,
       rebalanceIntervalMs: options.rebalanceIntervalMs ?? 2_000,
       liveWindowMs: options.liveWindowMs ?? 10_000,
-      relayConcurrency: options.relayConcurrency ?? 32,
       maxPayloadBytes: options.maxPayloadBytes ?? 524_288,
       migrate: options.migrate ?? false,
       logger: options.logger ?? pino({ level: 'silent' }),
@@ -152,31 +226,46 @@ export class OutboxWorker {
       maxLength: options.retention?.maxLength ?? DEFAULT_RELIABLE_OPTIONS.maxLength,
       maxAgeMs: options.retention?.maxAgeMs ?? DEFAULT_RELIABLE_OPTIONS.maxAgeMs,
     };
-    this.#log = this.#o.logger.child({ worker: this.workerId });
-    this.#keys = reliableKeys(this.#o.channelPrefix, this.#o.hub);
-    this.#target = targetOf({
-      redisUrl: this.#o.redisUrl,
-      ...(options.redis ? { redis: options.redis } : {}),
-    });
-    this.#durability = durabilityFor(this.#target, {
-      ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
-      ...(options.replicaTimeoutMs !== undefined ? { replicaTimeoutMs: options.replicaTimeoutMs } : {}),
-    });
-    this.#redis = openClient({ redis: this.#target }, `relayhub:${this.workerId}`, {
-      autoPipelining: true,
-    });
-    this.#redis.on('error', (error: Error) => this.#log.debug({ err: error }, 'redis error'));
-    this.#scripts = laneScripts(this.#redis);
-    this.#owner = new PartitionOwner(this.workerId, this.#o.liveWindowMs);
+    this.#log = this.#o.logger.child({ worker: this.workerId, channelPrefix: this.channelPrefix });
+    this.#served = this.hubs.map((hub) => ({
+      hub,
+      keys: reliableKeys(this.channelPrefix, hub),
+      owner: new PartitionOwner(this.workerId, this.#o.liveWindowMs, this.channelPrefix, hub),
+    }));
+    const configs = options.endpoints
+      ? validateEndpoints(options.endpoints)
+      : [
+          {
+            name: DEFAULT_ENDPOINT_NAME,
+            redis: targetOf({
+              redisUrl: this.#o.redisUrl,
+              ...(options.redis ? { redis: options.redis } : {}),
+            }),
+          },
+        ];
+    this.#endpoints = configs.map(
+      (c) =>
+        new RelayEndpoint(c.name, c.redis, {
+          workerId: this.workerId,
+          log: this.#log,
+          ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
+          ...(options.replicaTimeoutMs !== undefined ? { replicaTimeoutMs: options.replicaTimeoutMs } : {}),
+        }),
+    );
+    this.#endpointNames = this.#endpoints.map((e) => e.name);
+    this.#router = options.router;
+    for (const c of configs)
+      this.#types.set(c.name, (c as { type?: EndpointView['type'] }).type ?? 'primary');
     this.#pool = new pg.Pool({ connectionString: this.#o.databaseUrl, max: 2 });
     this.#pool.on('error', (error) => this.#log.warn({ err: error }, 'postgres pool error'));
     if (options.maintenance !== false) {
+      const first = this.#endpoints[0] as RelayEndpoint;
       this.#maintenance = new Maintenance({
-        target: this.#target,
-        prefix: this.#o.channelPrefix,
+        target: first.target,
+        prefix: this.channelPrefix,
+        hubs: this.hubs,
         pool: this.#pool,
-        redis: this.#redis,
-        keys: this.#keys,
+        lanes: this.#endpoints.flatMap((e) => this.#served.map((s) => ({ redis: e.redis, keys: s.keys }))),
         log: this.#log,
         ...(typeof options.maintenance === 'object' ? options.maintenance : {}),
         ...(options.onDeadLetter ? { onDeadLetter: options.onDeadLetter } : {}),
@@ -184,7 +273,7 @@ export class OutboxWorker {
     }
   }
 
-  /** Connects (failing with one clear sentence when Postgres or Redis is not there) and starts relaying. */
+  /** Connects (failing with one clear sentence when Postgres or a Redis is not there) and starts relaying. */
   async start(): Promise<void> {
     try {
       const client = await this.#connectPg();
@@ -197,7 +286,7 @@ export class OutboxWorker {
       throw error instanceof RelayhubError ? error : postgresUnavailable(this.#o.databaseUrl, error);
     }
     try {
-      await connectClient(this.#redis, this.#target, 5_000);
+      await Promise.all(this.#endpoints.map((e) => e.connect(5_000)));
       await this.#maintenance?.start();
     } catch (error) {
       await this.close();
@@ -212,6 +301,11 @@ export class OutboxWorker {
     this.#wake?.();
   }
 
+  /** The partitions this worker owns, per hub. */
+  get partitions(): Record<string, number[]> {
+    return Object.fromEntries(this.#served.map((s) => [s.hub, s.owner.owned]));
+  }
+
   async #connectPg(): Promise<pg.Client> {
     if (this.#client) return this.#client;
     const client = new pg.Client({ connectionString: this.#o.databaseUrl });
@@ -221,7 +315,7 @@ export class OutboxWorker {
     });
     await client.connect();
     this.#client = client;
-    this.#owner.lost();
+    for (const s of this.#served) s.owner.lost();
     this.#lastRebalance = 0;
     return client;
   }
@@ -229,7 +323,7 @@ export class OutboxWorker {
   #dropClient(): void {
     const client = this.#client;
     this.#client = undefined;
-    this.#owner.lost();
+    for (const s of this.#served) s.owner.lost();
     client?.end().catch(() => undefined);
   }
 
@@ -256,17 +350,24 @@ export class OutboxWorker {
           this.#log.debug({ err: error }, 'LISTEN unavailable; polling'),
         );
         const now = Date.now();
-        if (now - this.#lastRebalance >= this.#o.rebalanceIntervalMs) {
-          await this.#owner.rebalance(client);
+        const rebalance = now - this.#lastRebalance >= this.#o.rebalanceIntervalMs;
+        if (rebalance) {
+          for (const s of this.#served) await s.owner.rebalance(client);
           this.#lastRebalance = now;
-          await this.#checkEpoch(client, true);
-        } else {
-          await this.#checkEpoch(client, false);
         }
+        await this.#checkEpochs(client, rebalance);
         const claimed = await this.#relayPass(client);
-        if (Date.now() - this.#lastAckSync >= this.#o.ackSyncIntervalMs) {
-          await this.#syncAcks();
+        // note: beside the relay, on the pool's connections, so that reading acks back never delays a pass.
+        if (!this.#ackSync && Date.now() - this.#lastAckSync >= this.#o.ackSyncIntervalMs) {
           this.#lastAckSync = Date.now();
+          this.#ackSync = this.#syncAcks()
+            .catch((error: unknown) =>
+              this.#log.warn({ err: error }, 'ack sync failed; retrying at the next'),
+            )
+            .finally(() => {
+              this.#ackSync = undefined;
+              this.#lastAckSync = Date.now();
+            });
         }
         failures = 0;
         if (claimed > 0) this.#lastRowsAt = Date.now();
@@ -311,99 +412,144 @@ export class OutboxWorker {
   }
 
   /**
-   * Reads the Redis epoch (setting one when there is none). When it changed, Redis lost its memory:
-   * every relayed, unacked row of the owned partitions is relayed again. `always` re-checks the owned
-   * partitions even when the epoch did not change (after a rebalance brought new partitions).
+   * Reads each endpoint's epoch of each served hub (setting one when there is none). When it changed, that
+   * Redis lost its data: every relayed, unacked row of the owned partitions sent there is relayed again.
+   * `always` re-checks the owned partitions even when no epoch changed (after a rebalance brought new
+   * partitions, whose rows another worker may have sent under an older epoch), and also resets rows sent
+   * to an endpoint this worker no longer has (the endpoint list changed).
    */
-  async #checkEpoch(client: pg.ClientBase, always: boolean): Promise<void> {
-    let epoch = await this.#redis.get(this.#keys.epoch);
-    if (!epoch) {
-      await this.#redis.set(this.#keys.epoch, randomBytes(8).toString('hex'), 'NX');
-      epoch = (await this.#redis.get(this.#keys.epoch)) as string;
+  async #checkEpochs(client: pg.ClientBase, always: boolean): Promise<void> {
+    for (const endpoint of this.#endpoints) {
+      if (!endpoint.ready) continue;
+      try {
+        for (const served of this.#served) {
+          const read = await endpoint.readEpoch(served.keys);
+          const changed = read.previous !== undefined && read.previous !== read.epoch;
+          if (!changed && !always && read.previous !== undefined) continue;
+          const rows = await this.#resetRows(client, served, endpoint.name, read.epoch);
+          if (changed) {
+            this.#log.warn(
+              { endpoint: endpoint.name, hub: served.hub, rows, epoch: read.epoch },
+              `Redis ${endpoint.where} lost its data (the epoch key ${served.keys.epoch} is gone): re-sending ${rows} messages of hub ${served.hub} that were sent but not acknowledged; clients drop the ones they already have by message id`,
+            );
+          } else if (rows > 0) {
+            this.#log.warn(
+              { endpoint: endpoint.name, hub: served.hub, rows, epoch: read.epoch },
+              `${rows} messages of hub ${served.hub} were sent to Redis ${endpoint.where} before it lost its data (their epoch is not its current one, ${served.keys.epoch}): re-sending them; clients drop the ones they already have by message id`,
+            );
+          }
+        }
+        endpoint.answered();
+      } catch (error) {
+        endpoint.failed(error, []);
+      }
     }
-    const changed = this.#epoch !== undefined && epoch !== this.#epoch;
-    if (changed) this.#log.warn({ epoch }, 'Redis lost its memory: relaying every unacked row again');
-    if (changed || always || this.#epoch === undefined) {
-      const owned = this.#owner.owned;
-      if (owned.length > 0) {
+    if (always) {
+      for (const served of this.#served) {
+        const owned = served.owner.owned;
+        if (owned.length === 0) continue;
         const { rowCount } = await client.query(
-          `UPDATE relayhub_outbox SET relayed_at = NULL, relay_epoch = NULL, lane_offset = NULL
-           WHERE partition = ANY($1) AND relayed_at IS NOT NULL AND acked_at IS NULL
-             AND relay_epoch IS DISTINCT FROM $2`,
-          [owned, epoch],
+          `UPDATE relayhub_outbox SET relayed_at = NULL, relay_epoch = NULL, lane_offset = NULL, relay_endpoint = NULL
+           WHERE channel_prefix = $1 AND hub = $2 AND partition = ANY($3)
+             AND relayed_at IS NOT NULL AND acked_at IS NULL AND relay_endpoint <> ALL($4)`,
+          [this.channelPrefix, served.hub, owned, this.#endpointNames],
         );
         if (rowCount) {
           this.stats.rerelayed += rowCount;
-          this.#log.info({ rows: rowCount }, 'rows relayed under an old Redis epoch will be relayed again');
+          this.#log.warn(
+            { hub: served.hub, rows: rowCount },
+            `${rowCount} messages of hub ${served.hub} were sent to a Redis endpoint this worker is not configured with: re-sending them to their users' endpoints`,
+          );
         }
       }
     }
-    this.#epoch = epoch;
   }
 
-  /** Claims one batch of committed, unrelayed rows of the owned partitions and relays it. */
-  async #relayPass(client: pg.ClientBase): Promise<number> {
-    const owned = this.#owner.owned;
+  /** Marks the relayed, unacked rows of `served`'s owned partitions sent to `endpoint` under another epoch for relaying again. */
+  async #resetRows(
+    client: pg.ClientBase,
+    served: ServedHub,
+    endpoint: string,
+    epoch: string,
+  ): Promise<number> {
+    const owned = served.owner.owned;
     if (owned.length === 0) return 0;
+    const { rowCount } = await client.query(
+      `UPDATE relayhub_outbox SET relayed_at = NULL, relay_epoch = NULL, lane_offset = NULL, relay_endpoint = NULL
+       WHERE channel_prefix = $1 AND hub = $2 AND partition = ANY($3) AND relay_endpoint = $4
+         AND relayed_at IS NOT NULL AND acked_at IS NULL AND relay_epoch IS DISTINCT FROM $5`,
+      [this.channelPrefix, served.hub, owned, endpoint, epoch],
+    );
+    this.stats.rerelayed += rowCount ?? 0;
+    return rowCount ?? 0;
+  }
+
+  /** The partitions this worker owns, per served hub. */
+  #owned(): HubPartitions[] {
+    return this.#served.map((s) => ({ hub: s.hub, partitions: s.owner.owned }));
+  }
+
+  /**
+   * Claims one batch of committed, unrelayed rows of the owned partitions (skipping users held back by a
+   * failing endpoint), relays it in bulk, and marks what Redis took, in one transaction.
+   */
+  async #relayPass(client: pg.ClientBase): Promise<number> {
+    const owned = ownedCondition(this.#owned(), 4);
+    if (owned.sql === 'false') return 0;
     this.stats.passes++;
+    const held = this.#endpoints.flatMap((e) => [...e.held]);
     await client.query('BEGIN');
     try {
       // note: a flag per row, never `id > cursor`: a row whose transaction commits after a higher id was
       // relayed is still unrelayed, so the next pass finds it.
       const { rows } = await client.query<Row>(
-        `SELECT id, user_id, target, args, message_key FROM relayhub_outbox
-         WHERE partition = ANY($1) AND relayed_at IS NULL AND failed_at IS NULL
-         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`,
-        [owned, this.#o.batchSize],
+        `SELECT id, hub, user_id, target, args, message_key FROM relayhub_outbox
+         WHERE channel_prefix = $1 AND relayed_at IS NULL AND failed_at IS NULL AND ${owned.sql}
+           AND user_id <> ALL($2::text[])
+         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`,
+        [this.channelPrefix, held, this.#o.batchSize, ...owned.params],
       );
-      const relayed: { id: string; offset: number }[] = [];
       const poison: { id: string; reason: string }[] = [];
-      let failure: unknown;
-      const byUser = new Map<string, Row[]>();
+      const groups = new Map<RelayEndpoint, Map<string, Row[]>>();
       for (const row of rows) {
-        const list = byUser.get(row.user_id);
-        if (list) list.push(row);
-        else byUser.set(row.user_id, [row]);
-      }
-      await eachLimited([...byUser.values()], this.#o.relayConcurrency, async (userRows) => {
-        for (const row of userRows) {
-          const reason = this.#poisonReason(row);
-          if (reason) {
-            poison.push({ id: row.id, reason });
-            continue;
-          }
-          try {
-            const sent: ReliableSendResult = await sendReliable(
-              this.#scripts,
-              this.#keys,
-              this.#retention,
-              {
-                userId: row.user_id,
-                target: row.target,
-                args: row.args as unknown[],
-                key: row.message_key ?? `outbox:${row.id}`,
-              },
-              this.#durability,
-            );
-            relayed.push({ id: row.id, offset: sent.offset });
-          } catch (error) {
-            // note: the user's later rows wait too, so that their order holds.
-            failure ??= error;
-            return;
-          }
+        const reason = this.#poisonReason(row);
+        if (reason) {
+          poison.push({ id: row.id, reason });
+          continue;
         }
-      });
+        const endpoint = this.#inboxEndpoint(row.user_id);
+        let byHub = groups.get(endpoint);
+        if (!byHub) groups.set(endpoint, (byHub = new Map()));
+        const list = byHub.get(row.hub);
+        if (list) list.push(row);
+        else byHub.set(row.hub, [row]);
+      }
+      const relayed: Relayed[] = [];
+      await Promise.all(
+        [...groups].flatMap(([endpoint, byHub]) =>
+          [...byHub].map(([hub, hubRows]) => this.#relay(endpoint, hub, hubRows, relayed)),
+        ),
+      );
       if (relayed.length > 0) {
         await client.query(
-          `UPDATE relayhub_outbox SET relayed_at = now(), relay_epoch = $1, lane_offset = u.o
-           FROM unnest($2::bigint[], $3::bigint[]) AS u(id, o) WHERE relayhub_outbox.id = u.id`,
-          [this.#epoch, relayed.map((r) => r.id), relayed.map((r) => r.offset)],
+          `UPDATE relayhub_outbox SET relayed_at = now(), relay_epoch = u.e, lane_offset = u.o,
+             relay_endpoint = u.n, relayed_by = $5
+           FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, o, n, e)
+           WHERE relayhub_outbox.id = u.id AND relayhub_outbox.id = ANY($1::bigint[])`,
+          [
+            relayed.map((r) => r.id),
+            relayed.map((r) => r.offset),
+            relayed.map((r) => r.endpoint),
+            relayed.map((r) => r.epoch),
+            this.workerId,
+          ],
         );
       }
       if (poison.length > 0) {
         await client.query(
           `UPDATE relayhub_outbox SET failed_at = now(), fail_reason = u.r
-           FROM unnest($1::bigint[], $2::text[]) AS u(id, r) WHERE relayhub_outbox.id = u.id`,
+           FROM unnest($1::bigint[], $2::text[]) AS u(id, r)
+           WHERE relayhub_outbox.id = u.id AND relayhub_outbox.id = ANY($1::bigint[])`,
           [poison.map((p) => p.id), poison.map((p) => p.reason)],
         );
         for (const p of poison) this.#log.warn({ id: p.id, reason: p.reason }, 'poison outbox row set aside');
@@ -411,12 +557,90 @@ export class OutboxWorker {
       await client.query('COMMIT');
       this.stats.relayed += relayed.length;
       this.stats.poison += poison.length;
-      if (failure) throw failure;
+      this.stats.held += rows.length - relayed.length - poison.length;
+      for (const r of relayed) {
+        this.stats.byEndpoint[r.endpoint] = (this.stats.byEndpoint[r.endpoint] ?? 0) + 1;
+        this.stats.byHub[r.hub] = (this.stats.byHub[r.hub] ?? 0) + 1;
+      }
       return rows.length;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Sends one hub's rows bound for one endpoint as one batch (each user's in id order; a user whose send
+   * fails keeps the rest of its rows back) and collects what Redis took. Never throws: rows that were
+   * not taken stay unrelayed, their users held back until the endpoint is tried again.
+   */
+  async #relay(endpoint: RelayEndpoint, hub: string, rows: Row[], relayed: Relayed[]): Promise<void> {
+    const keys = (this.#served.find((s) => s.hub === hub) as ServedHub).keys;
+    const epoch = endpoint.epochOf(keys);
+    if (endpoint.failing || epoch === undefined) {
+      for (const row of rows) endpoint.held.add(row.user_id);
+      return;
+    }
+    const messages: ReliableMessage[] = rows.map((row) => ({
+      userId: row.user_id,
+      target: row.target,
+      args: row.args as unknown[],
+      key: row.message_key ?? `outbox:${row.id}`,
+    }));
+    let outcomes;
+    try {
+      outcomes = await sendReliableBatch(
+        endpoint.scripts,
+        keys,
+        this.#retention,
+        messages,
+        endpoint.durability,
+      );
+    } catch (error) {
+      endpoint.failed(
+        error,
+        rows.map((r) => r.user_id),
+      );
+      return;
+    }
+    let failure: unknown;
+    const failedUsers: string[] = [];
+    outcomes.forEach((outcome, i) => {
+      const row = rows[i] as Row;
+      if (outcome.ok) {
+        relayed.push({ id: row.id, hub, offset: outcome.result.offset, endpoint: endpoint.name, epoch });
+      } else {
+        failure ??= outcome.error;
+        failedUsers.push(row.user_id);
+      }
+    });
+    if (failure) endpoint.failed(failure, failedUsers);
+  }
+
+  /** The user's inbox endpoint (the router's, else one SHA-1 per endpoint and user; none with one endpoint). */
+  #inboxEndpoint(userId: string): RelayEndpoint {
+    if (this.#router) {
+      const views: EndpointView[] = this.#endpoints.map((e) => ({
+        name: e.name,
+        type: this.#types.get(e.name) ?? 'primary',
+        online: !e.failing,
+        listening: false,
+      }));
+      const chosen = this.#router.inboxEndpoint(userId, views);
+      const endpoint = this.#endpoints.find((e) => e.name === chosen?.name);
+      if (!endpoint) {
+        throw new RelayhubError(
+          'ERR_CONFIG',
+          `The router chose no known inbox endpoint for user '${userId}'.`,
+          {
+            remedy: 'Return one of the endpoints given to inboxEndpoint.',
+          },
+        );
+      }
+      return endpoint;
+    }
+    const [only] = this.#endpoints;
+    return this.#endpoints.length === 1 && only ? only : inboxEndpointOf(userId, this.#endpoints);
   }
 
   #poisonReason(row: Row): string | undefined {
@@ -428,35 +652,71 @@ export class OutboxWorker {
     return undefined;
   }
 
-  /** Reads the users' acked offsets from Redis and records the acks on their rows, in one batch. */
+  /**
+   * Reads the acked offsets of one page of users with relayed, unacked rows from each user's endpoint
+   * (pipelined per endpoint) and records the acks on their rows in one statement.
+   */
   async #syncAcks(): Promise<void> {
-    const owned = this.#owner.owned;
-    if (owned.length === 0 || !this.#epoch) return;
-    const { rows } = await this.#pool.query<{ user_id: string }>(
-      `SELECT DISTINCT user_id FROM relayhub_outbox
-       WHERE partition = ANY($1) AND relayed_at IS NOT NULL AND acked_at IS NULL AND relay_epoch = $2
-       LIMIT 5000`,
-      [owned, this.#epoch],
+    const owned = ownedCondition(this.#owned(), 4);
+    if (owned.sql === 'false') return;
+    const { rows } = await this.#pool.query<{ hub: string; relay_endpoint: string; user_id: string }>(
+      `SELECT DISTINCT hub, relay_endpoint, user_id FROM relayhub_outbox
+       WHERE channel_prefix = $1 AND relayed_at IS NOT NULL AND acked_at IS NULL AND ${owned.sql}
+         AND user_id > $2
+       ORDER BY user_id LIMIT $3`,
+      [this.channelPrefix, this.#ackCursor, this.#o.ackSyncBatch, ...owned.params],
     );
+    // note: the next sync reads the next page; after the last, it starts again from the first.
+    this.#ackCursor = rows.length === this.#o.ackSyncBatch ? (rows.at(-1)?.user_id ?? '') : '';
     if (rows.length === 0) return;
-    const users = rows.map((r) => r.user_id);
-    // note: one GET per user (auto-pipelined, per node on a Cluster): the users' keys are in many slots.
-    const values = await Promise.all(users.map((u) => this.#redis.get(this.#keys.user(u).acked)));
-    // note: acks belong to the Redis they were read from: when that Redis is not the one whose epoch the
-    // rows were relayed under (it restarted empty in between), they name other messages' offsets.
-    if ((await this.#redis.get(this.#keys.epoch)) !== this.#epoch) return;
-    const acked: { user: string; offset: number }[] = [];
-    users.forEach((user, i) => {
-      const offset = Number(values[i]?.split(' ')[0] ?? 0);
-      if (offset > 0) acked.push({ user, offset });
-    });
-    if (acked.length === 0) return;
+    const acked = {
+      hubs: [] as string[],
+      endpoints: [] as string[],
+      users: [] as string[],
+      offsets: [] as number[],
+      epochs: [] as string[],
+    };
+    await Promise.all(
+      this.#endpoints.map(async (endpoint) => {
+        if (endpoint.failing) return;
+        for (const served of this.#served) {
+          const epoch = endpoint.epochOf(served.keys);
+          const users = rows
+            .filter((r) => r.relay_endpoint === endpoint.name && r.hub === served.hub)
+            .map((r) => r.user_id);
+          if (users.length === 0 || epoch === undefined) continue;
+          try {
+            // note: one GET per user (auto-pipelined, per node on a Cluster): the users' keys are in many slots.
+            const values = await Promise.all(users.map((u) => endpoint.redis.get(served.keys.user(u).acked)));
+            // note: acks belong to the Redis they were read from: when that Redis is not the one whose epoch
+            // the rows were relayed under (it restarted empty in between), they name other messages' offsets.
+            if ((await endpoint.redis.get(served.keys.epoch)) !== epoch) continue;
+            users.forEach((user, i) => {
+              const offset = Number(values[i]?.split(' ')[0] ?? 0);
+              if (offset <= 0) return;
+              acked.hubs.push(served.hub);
+              acked.endpoints.push(endpoint.name);
+              acked.users.push(user);
+              acked.offsets.push(offset);
+              acked.epochs.push(epoch);
+            });
+          } catch (error) {
+            this.#log.debug({ err: error, endpoint: endpoint.name }, 'acks not read; next sync');
+          }
+        }
+      }),
+    );
+    if (acked.users.length === 0) return;
+    // note: `user_id = ANY` besides the join, so that the planner finds the rows by index, not by a scan.
     const { rowCount } = await this.#pool.query(
       `UPDATE relayhub_outbox SET acked_at = now()
-       FROM unnest($1::text[], $2::bigint[]) AS u(user_id, o)
-       WHERE relayhub_outbox.user_id = u.user_id AND relayhub_outbox.lane_offset <= u.o
-         AND relayhub_outbox.acked_at IS NULL AND relayhub_outbox.relay_epoch = $3`,
-      [acked.map((a) => a.user), acked.map((a) => a.offset), this.#epoch],
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS u(hub, n, user_id, o, e)
+       WHERE relayhub_outbox.channel_prefix = $1 AND relayhub_outbox.user_id = ANY($4::text[])
+         AND relayhub_outbox.hub = u.hub
+         AND relayhub_outbox.user_id = u.user_id AND relayhub_outbox.relay_endpoint = u.n
+         AND relayhub_outbox.relay_epoch = u.e AND relayhub_outbox.lane_offset <= u.o
+         AND relayhub_outbox.acked_at IS NULL`,
+      [this.channelPrefix, acked.hubs, acked.endpoints, acked.users, acked.offsets, acked.epochs],
     );
     this.stats.acked += rowCount ?? 0;
   }
@@ -466,7 +726,7 @@ export class OutboxWorker {
    * oldest, in seconds (one query).
    */
   backlog(): Promise<OutboxBacklog> {
-    return outboxBacklog(this.#pool, this.#owner.owned);
+    return outboxBacklog(this.#pool, { channelPrefix: this.channelPrefix, owned: this.#owned() });
   }
 
   /** Finishes the batch in hand, gives the partitions back, and closes every connection. Idempotent. */
@@ -474,18 +734,18 @@ export class OutboxWorker {
     this.#closing ??= (async () => {
       this.#stop.abort();
       await this.#running?.catch(() => undefined);
+      await this.#ackSync;
       await this.#maintenance
         ?.close()
         .catch((error: unknown) => this.#log.warn({ err: error }, 'maintenance close'));
       const client = this.#client;
       if (client) {
-        await this.#owner.release(client).catch(() => undefined);
+        for (const s of this.#served) await s.owner.release(client).catch(() => undefined);
         await client.end().catch(() => undefined);
       }
       await this.#listener?.end().catch(() => undefined);
       await this.#pool.end().catch(() => undefined);
-      if (this.#redis.status === 'ready') await this.#redis.quit().catch(() => this.#redis.disconnect());
-      else this.#redis.disconnect();
+      await Promise.all(this.#endpoints.map((e) => e.close()));
     })();
     return this.#closing;
   }
@@ -494,12 +754,4 @@ export class OutboxWorker {
 function isConnectionError(error: unknown): boolean {
   const message = describe(error);
   return /terminat|Connection|ECONNRESET|ECONNREFUSED|not queryable|ended/i.test(message);
-}
-
-async function eachLimited<T>(items: T[], limit: number, run: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await run(items[next++] as T);
-  });
-  await Promise.all(lanes);
 }

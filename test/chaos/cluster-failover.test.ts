@@ -107,7 +107,11 @@ describe('reliable lane on Redis Cluster: the primary of a busy user killed unde
         const client = await s.pool.connect();
         try {
           await client.query('BEGIN');
-          const { id } = await enqueue(client, { userId: user, target: TARGET, args: [{ user, n }] });
+          const { id } = await enqueue(
+            client,
+            { userId: user, target: TARGET, args: [{ user, n }] },
+            { channelPrefix: prefix },
+          );
           await client.query('COMMIT');
           expected.get(user)!.push(`outbox:${id}`);
         } finally {

@@ -88,7 +88,15 @@ describe('outbox chaos: Postgres connections killed under the worker', () => {
           await c.query('BEGIN');
           const ids: string[] = [];
           for (const user of users) {
-            ids.push((await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] })).id);
+            ids.push(
+              (
+                await enqueue(
+                  c,
+                  { userId: user, target: TARGET, args: [{ user, seq }] },
+                  { channelPrefix: prefix! },
+                )
+              ).id,
+            );
           }
           await c.query('COMMIT');
           users.forEach((user, i) => expected.get(user)!.push(`outbox:${ids[i]}`));

@@ -111,7 +111,11 @@ describe('outbox chaos: Redis restarted empty', () => {
         const c = await s.pool.connect();
         try {
           await c.query('BEGIN');
-          const { id } = await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] });
+          const { id } = await enqueue(
+            c,
+            { userId: user, target: TARGET, args: [{ user, seq }] },
+            { channelPrefix: prefix },
+          );
           await c.query('COMMIT');
           const ids = expected.get(user) ?? [];
           ids.push(`outbox:${id}`);

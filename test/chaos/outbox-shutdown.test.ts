@@ -38,12 +38,14 @@ import { InstancePool, type WorkerProcess } from '../helpers/process.js';
 import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { DEFAULT_BATCH_SIZE } from '../../src/worker/outbox-worker.js';
 
 const TARGET = 'orderStatus';
 const HUB = '/hubs/demo';
 const USERS = 40;
-const PER_USER = 50;
-const BATCH = 200; // the worker's default batch size
+// note: enough rows that worker 1's half is more than one batch (so that 'no other batch' means something)
+const PER_USER = 150;
+const BATCH = DEFAULT_BATCH_SIZE; // the worker's default batch size
 
 describe('outbox chaos: SIGTERM to a worker', () => {
   const processes = new InstancePool();
@@ -131,7 +133,11 @@ describe('outbox chaos: SIGTERM to a worker', () => {
         for (const seq of range(1, PER_USER)) {
           await c.query('BEGIN');
           for (const user of users) {
-            const { id } = await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] });
+            const { id } = await enqueue(
+              c,
+              { userId: user, target: TARGET, args: [{ user, seq }] },
+              { channelPrefix: p },
+            );
             expected.get(user)!.push(`outbox:${id}`);
           }
           await c.query('COMMIT');
@@ -141,6 +147,7 @@ describe('outbox chaos: SIGTERM to a worker', () => {
       }
       const total = USERS * PER_USER;
       const total1 = users1.length * PER_USER;
+      expect(total1).toBeGreaterThan(BATCH);
       // note: rows marked relayed (acked ones may already be purged by the maintenance job, which never
       // touches an unrelayed row): all of worker 1's rows but the unrelayed ones.
       const markedRelayed1 = async () => {

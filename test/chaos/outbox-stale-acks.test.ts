@@ -113,7 +113,11 @@ describe('outbox chaos: acks in flight across two empty Redis restarts', () => {
         const c = await s.pool.connect();
         try {
           await c.query('BEGIN');
-          const { id } = await enqueue(c, { userId: USER, target: TARGET, args: [{ n }] });
+          const { id } = await enqueue(
+            c,
+            { userId: USER, target: TARGET, args: [{ n }] },
+            { channelPrefix: prefix },
+          );
           await c.query('COMMIT');
           ids.push(`outbox:${id}`);
         } finally {

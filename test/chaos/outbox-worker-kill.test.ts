@@ -34,12 +34,13 @@ import { InstancePool } from '../helpers/process.js';
 import { REDIS_URL, uniquePrefix } from '../helpers/redis.js';
 import { startServer, TEST_JWT_SECRET, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { DEFAULT_BATCH_SIZE } from '../../src/worker/outbox-worker.js';
 
 const TARGET = 'orderStatus';
 const HUB = '/hubs/demo';
 const USERS = 40;
 const PER_USER = 50;
-const BATCH = 200; // the worker's default batch size
+const BATCH = DEFAULT_BATCH_SIZE; // the worker's default batch size
 
 describe('outbox chaos: worker SIGKILLed mid-batch', () => {
   const processes = new InstancePool();
@@ -86,7 +87,11 @@ describe('outbox chaos: worker SIGKILLed mid-batch', () => {
         for (const seq of range(1, PER_USER)) {
           await c.query('BEGIN');
           for (const user of users) {
-            const { id } = await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] });
+            const { id } = await enqueue(
+              c,
+              { userId: user, target: TARGET, args: [{ user, seq }] },
+              { channelPrefix: p },
+            );
             expected.get(user)!.push(`outbox:${id}`);
           }
           await c.query('COMMIT');

@@ -1,7 +1,8 @@
 /**
  * A private `redis-server` for chaos tests, which stop and restart Redis: never the shared Redis at 6379.
  * It listens on 127.0.0.1 on a port found free, persists nothing (`--save "" --appendonly no`) and runs in
- * a temporary directory, so that a restart on the same port comes back empty. Dispose of it in
+ * a temporary directory, so that a restart on the same port comes back empty (or, created with
+ * `{ persist: true }`, with its data: `--appendonly yes`, written out at its SIGTERM). Dispose of it in
  * afterAll/afterEach; a worker that exits kills it anyway.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -53,17 +54,24 @@ export class RedisServer {
   #exited: Promise<void> = Promise.resolve();
   #log = '';
 
-  private constructor(port: number, dir: string) {
+  private constructor(
+    port: number,
+    dir: string,
+    private readonly persist: boolean,
+  ) {
     this.port = port;
     this.#dir = dir;
   }
 
-  /** Starts a private redis-server on a free port (tries a few ports if one is taken meanwhile). */
-  static async create(): Promise<RedisServer> {
+  /**
+   * Starts a private redis-server on a free port (tries a few ports if one is taken meanwhile). `persist`:
+   * an append-only file keeps its data across {@link stop} and {@link start}.
+   */
+  static async create({ persist = false }: { persist?: boolean } = {}): Promise<RedisServer> {
     const dir = await mkdtemp(join(tmpdir(), 'relayhub-redis-'));
     let lastError: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const server = new RedisServer(await freePort(), dir);
+      const server = new RedisServer(await freePort(), dir, persist);
       try {
         await server.start();
         return server;
@@ -89,7 +97,7 @@ export class RedisServer {
     return this.#log;
   }
 
-  /** Starts redis-server on {@link port} (again, empty) and resolves once it answers PING. */
+  /** Starts redis-server on {@link port} (again: empty unless `persist`) and resolves once it answers PING. */
   async start(timeoutMs = 5_000): Promise<void> {
     if (this.#child) return;
     if (!exitHookInstalled) {
@@ -109,7 +117,7 @@ export class RedisServer {
         '--save',
         '',
         '--appendonly',
-        'no',
+        this.persist ? 'yes' : 'no',
         '--dir',
         this.#dir,
       ],
@@ -186,4 +194,5 @@ export class RedisServer {
 }
 
 /** Starts a private redis-server on a free port; see {@link RedisServer}. */
-export const startRedisServer = (): Promise<RedisServer> => RedisServer.create();
+export const startRedisServer = (options: { persist?: boolean } = {}): Promise<RedisServer> =>
+  RedisServer.create(options);

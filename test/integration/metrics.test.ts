@@ -156,9 +156,10 @@ describe('metrics', () => {
     // note: a plain INSERT sends no NOTIFY, and the worker polls once a minute: the rows wait.
     await waitFor(() => worker.stats.passes > 0);
     await schema.pool.query(
-      `INSERT INTO relayhub_outbox (user_id, partition, target, args, created_at, expires_at)
-       SELECT 'u' || i, 0, 'note', '[]', now() - interval '5 seconds', now() + interval '1 hour'
+      `INSERT INTO relayhub_outbox (channel_prefix, hub, user_id, partition, target, args, created_at, expires_at)
+       SELECT $1, '/hubs/demo', 'u' || i, 0, 'note', '[]', now() - interval '5 seconds', now() + interval '1 hour'
        FROM generate_series(1, 3) AS i`,
+      [channelPrefix],
     );
     // note: one scrape for every figure (the worker's rebalance pass may relay the rows any moment)
     let before: Awaited<ReturnType<typeof scrape>> = [];

@@ -78,7 +78,7 @@ describe('outbox acks, purge and TTL', () => {
     try {
       await c.query('BEGIN');
       const ids: string[] = [];
-      for (const m of messages) ids.push((await enqueue(c, m)).id);
+      for (const m of messages) ids.push((await enqueue(c, m, { channelPrefix: prefix! })).id);
       await c.query('COMMIT');
       return ids;
     } finally {
@@ -166,9 +166,9 @@ describe('outbox acks, purge and TTL', () => {
     const maintenance = new Maintenance({
       redisUrl: REDIS_URL,
       prefix: p,
+      hubs: [HUB],
       pool: s.pool,
-      redis,
-      keys,
+      lanes: [{ redis, keys }],
       log: pino({ level: 'silent' }),
     });
     closers.push(() => maintenance.close());
@@ -208,9 +208,9 @@ describe('outbox acks, purge and TTL', () => {
     const [eveRow] = await add(s, [{ userId: 'eve', target: TARGET, args: ['acked'], key: 'eve-1' }]);
     // a poison row that expires: dead-lettered with its fail reason
     const { rows: inserted } = await s.pool.query<{ id: string }>(
-      `INSERT INTO relayhub_outbox (user_id, partition, target, args, expires_at)
-       VALUES ('frank', $1, $2, '{"not":"an array"}', now() + interval '400 milliseconds') RETURNING id`,
-      [partitionOf('frank'), TARGET],
+      `INSERT INTO relayhub_outbox (channel_prefix, hub, user_id, partition, target, args, expires_at)
+       VALUES ($3, $4, 'frank', $1, $2, '{"not":"an array"}', now() + interval '400 milliseconds') RETURNING id`,
+      [partitionOf('frank'), TARGET, p, HUB],
     );
     const poisonRow = inserted[0]!.id;
 

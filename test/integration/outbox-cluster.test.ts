@@ -72,7 +72,11 @@ describe('outbox worker and maintenance on Redis Cluster', () => {
     const client = await s.pool.connect();
     try {
       await client.query('BEGIN');
-      await enqueue(client, { userId: 'ann', target: TARGET, args: [{ hello: 'cluster' }] });
+      await enqueue(
+        client,
+        { userId: 'ann', target: TARGET, args: [{ hello: 'cluster' }] },
+        { channelPrefix: prefix },
+      );
       await client.query('COMMIT');
     } finally {
       client.release();

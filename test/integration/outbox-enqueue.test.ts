@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { StreamsBackplane } from '../../src/backplane/streams/streams-backplane.js';
 import { RelayhubError } from '../../src/errors.js';
 import { jwtAuthenticator } from '../../src/hub/auth.js';
-import { enqueue } from '../../src/outbox/enqueue.js';
+import { enqueue as enqueueFor } from '../../src/outbox/enqueue.js';
 import { OutboxWorker, type OutboxWorkerOptions } from '../../src/worker/outbox-worker.js';
 import { ClientPool } from '../helpers/client.js';
 import { connectRecorded, deletePrefix, ReceivedLog } from '../helpers/outbox.js';
@@ -32,6 +32,9 @@ describe('outbox enqueue in transactions', () => {
   let worker: OutboxWorker | undefined;
   let schema: TestSchema | undefined;
   let prefix: string | undefined;
+  /** enqueue for this test's deployment (its unique prefix; the hub is the default one). */
+  const enqueue = (tx: Parameters<typeof enqueueFor>[0], message: Parameters<typeof enqueueFor>[1]) =>
+    enqueueFor(tx, message, { channelPrefix: prefix! });
 
   afterEach(async () => {
     await clients.stopAll();

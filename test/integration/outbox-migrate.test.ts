@@ -23,7 +23,7 @@ import {
 import { DATABASE_URL } from '../helpers/postgres.js';
 import { CLI_PATH } from '../helpers/process.js';
 
-const FILES = ['0001_relayhub_outbox.sql', '0002_example_orders.sql'];
+const FILES = ['0001_relayhub_outbox.sql', '0002_example_orders.sql', '0003_outbox_deployment.sql'];
 // note: the key migrate() locks (src/outbox/migrate.ts); the test holds it to make the migrators queue up.
 const MIGRATION_LOCK = 0x7265_6c61;
 

@@ -49,7 +49,7 @@ describe('example orders API', () => {
     const server = await startServer({
       backplane: new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix: prefix }),
       authenticate: jwt,
-      fallback: ordersApi(schema.pool, { authenticate: jwt }),
+      fallback: ordersApi(schema.pool, { authenticate: jwt, channelPrefix: prefix }),
     });
     servers.push(server);
     return { schema, server };

@@ -63,9 +63,9 @@ describe('outbox poison rows', () => {
 
     const insert = async (userId: string, target: string, argsSql: string): Promise<string> => {
       const { rows } = await schema!.pool.query<{ id: string }>(
-        `INSERT INTO relayhub_outbox (user_id, partition, target, args, expires_at)
-         VALUES ($1, $2, $3, ${argsSql}, now() + interval '1 hour') RETURNING id`,
-        [userId, partitionOf(userId), target],
+        `INSERT INTO relayhub_outbox (channel_prefix, hub, user_id, partition, target, args, expires_at)
+         VALUES ($4, '/hubs/demo', $1, $2, $3, ${argsSql}, now() + interval '1 hour') RETURNING id`,
+        [userId, partitionOf(userId), target, prefix],
       );
       return rows[0]!.id;
     };

@@ -28,7 +28,7 @@ describe('outbox smoke', () => {
     server = await startServer({
       backplane: new StreamsBackplane({ redisUrl: REDIS_URL, channelPrefix }),
       authenticate: jwt,
-      fallback: ordersApi(schema.pool, { authenticate: jwt }),
+      fallback: ordersApi(schema.pool, { authenticate: jwt, channelPrefix }),
     });
     worker = new OutboxWorker({
       databaseUrl: schema.databaseUrl,

@@ -125,7 +125,11 @@ describe('outbox: two workers', () => {
               await c.query('BEGIN');
               const ids: [string, string][] = [];
               for (const user of group) {
-                const { id } = await enqueue(c, { userId: user, target: TARGET, args: [{ user, seq }] });
+                const { id } = await enqueue(
+                  c,
+                  { userId: user, target: TARGET, args: [{ user, seq }] },
+                  { channelPrefix: prefix },
+                );
                 ids.push([user, `outbox:${id}`]);
               }
               await c.query('COMMIT');
@@ -204,7 +208,11 @@ describe('outbox: two workers', () => {
     let id: string;
     try {
       await c.query('BEGIN');
-      ({ id } = await enqueue(c, { userId: 'zed', target: TARGET, args: ['in the second schema'] }));
+      ({ id } = await enqueue(
+        c,
+        { userId: 'zed', target: TARGET, args: ['in the second schema'] },
+        { channelPrefix: p2 },
+      ));
       await c.query('COMMIT');
     } finally {
       c.release();

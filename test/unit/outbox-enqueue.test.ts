@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RelayhubError } from '../../src/errors.js';
 import {
+  createOutbox,
   DEFAULT_OUTBOX_TTL_MS,
   enqueue,
   NOTIFY_THROTTLE_MS,
@@ -102,17 +103,19 @@ describe('enqueue: with a pg client', () => {
     expect(client.calls).toHaveLength(2);
     const [insert, notify] = client.calls;
     expect(insert?.text).toMatch(
-      /^INSERT INTO relayhub_outbox \(user_id, partition, target, args, message_key/,
+      /^INSERT INTO relayhub_outbox \(channel_prefix, hub, user_id, partition, target, args, message_key/,
     );
     const values = insert?.values ?? [];
-    expect(values.slice(0, 5)).toEqual([
+    expect(values.slice(0, 7)).toEqual([
+      'relayhub',
+      '/hubs/demo',
       'alice',
       partitionOf('alice'),
       'orderStatus',
       '[{"orderId":"1"}]',
       'order-1-shipped',
     ]);
-    const expiresAt = (values[5] as Date).getTime();
+    const expiresAt = (values[7] as Date).getTime();
     expect(expiresAt).toBeGreaterThanOrEqual(before + 60_000);
     expect(expiresAt).toBeLessThanOrEqual(Date.now() + 60_000);
     expect(notify?.text).toBe(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
@@ -137,8 +140,8 @@ describe('enqueue: with a pg client', () => {
     const before = Date.now();
     await enqueue(client, valid);
     const values = client.calls[0]?.values ?? [];
-    expect(values[4]).toBeNull();
-    expect((values[5] as Date).getTime()).toBeGreaterThanOrEqual(before + DEFAULT_OUTBOX_TTL_MS);
+    expect(values[6]).toBeNull();
+    expect((values[7] as Date).getTime()).toBeGreaterThanOrEqual(before + DEFAULT_OUTBOX_TTL_MS);
     expect(DEFAULT_OUTBOX_TTL_MS).toBe(24 * 60 * 60 * 1000);
   });
 
@@ -171,5 +174,38 @@ describe('partitionOf / fnv1a', () => {
     // every partition gets some users, none gets more than three times its fair share
     expect(Math.min(...counts)).toBeGreaterThan(0);
     expect(Math.max(...counts)).toBeLessThan(300);
+  });
+});
+
+describe('enqueue: the deployment a row belongs to', () => {
+  it("records the deployment's prefix and hub, and a message's own hub over the default", async () => {
+    const client = fakeClient();
+    await enqueue(client, valid, { channelPrefix: 'shop', hub: '/hubs/orders' });
+    await enqueue(client, { ...valid, hub: '/hubs/chat' }, { channelPrefix: 'shop', hub: '/hubs/orders' });
+    const inserts = client.calls.filter((c) => c.text.startsWith('INSERT'));
+    expect(inserts.map((c) => c.values?.slice(0, 3))).toEqual([
+      ['shop', '/hubs/orders', 'alice'],
+      ['shop', '/hubs/chat', 'alice'],
+    ]);
+  });
+
+  it('createOutbox checks the deployment once and fills it in', async () => {
+    expect(createOutbox()).toMatchObject({ channelPrefix: 'relayhub', hub: '/hubs/demo' });
+    const outbox = createOutbox({ channelPrefix: 'shop' });
+    const client = fakeClient();
+    await outbox.enqueue(client, valid);
+    expect(client.calls[0]?.values?.slice(0, 2)).toEqual(['shop', '/hubs/demo']);
+    expect(() => createOutbox({ channelPrefix: 'a b' })).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG' }) as Error,
+    );
+    expect(() => createOutbox({ hub: 'hubs/no-slash' })).toThrow(
+      expect.objectContaining({ code: 'ERR_CONFIG' }) as Error,
+    );
+  });
+
+  it.each([['no-slash'], ['/a b'], ['/a{b}'], [42]])('refuses a message hub %s', async (hub) => {
+    const error = await rejection({ ...valid, hub });
+    expect(error.code).toBe('ERR_INVALID_MESSAGE');
+    expect(error.message).toBe("Outbox message has a 'hub' that is not a path such as '/hubs/orders'.");
   });
 });
