@@ -9,7 +9,7 @@ export const DEFAULT_CHANNEL_PREFIX = 'relayhub';
 
 /**
  * User ids become key parts inside a `{hashtag}`: a brace would end the hashtag early (another slot) and
- * lets one id spell another user's keys (`a}:dedup:x` + key `x}:inbox` is user `a`'s inbox), and
+ * lets one id spell another user's keys (the id `a}:acked` makes `{u:a}:acked…`, in user `a`'s slot), and
  * whitespace has no place in a key. The one rule for every sender: hub.reliable, ReliableProducer,
  * the outbox worker and enqueue.
  */
@@ -96,8 +96,6 @@ export interface UserKeys {
   readonly acked: string;
   /** Set of the instance ids holding a connection of the user. */
   readonly presence: string;
-  /** `SET NX` marker of an idempotency key (an outbox id), holding `"<offset> <message id>"`. */
-  dedup(key: string): string;
   /** Sorted set of the idempotency keys sent to the user (member: the key, score: its offset). */
   readonly sent: string;
 }
@@ -137,7 +135,6 @@ export function reliableKeys(prefix: string, hub: string): ReliableKeys {
         inbox: `${u}:inbox`,
         acked: `${u}:acked`,
         presence: `${u}:presence`,
-        dedup: (key) => `${u}:dedup:${key}`,
         sent: `${u}:sent`,
       };
     },
