@@ -353,9 +353,11 @@ try {
         },
         hz,
       );
-    const raw = await runRaw(producers, config.commits);
-    await pool.query('TRUNCATE bench_raw');
     let cpu = sampler();
+    const raw = await runRaw(producers, config.commits);
+    raw.cpu = cpu();
+    await pool.query('TRUNCATE bench_raw');
+    cpu = sampler();
     const live = await runCommits(clients, producers, {
       phase: ++phase,
       count: config.commits,
@@ -499,6 +501,13 @@ console.log(
   'CPU us per acked message (hubs and workers summed; bench = the producers; postgres: every session):',
 );
 for (const r of results) {
+  // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
+  const s = r.raw.cpu.seconds;
+  const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
+  console.log(
+    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(s.postgres ?? 0)}, bench ${raw(s.bench)} ` +
+      `(machine ${r.raw.cpu.other}% busy besides)`,
+  );
   for (const phase of ['live', 'backlog']) {
     const p = r[phase];
     const s = p.cpu.seconds;
