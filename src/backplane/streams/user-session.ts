@@ -437,15 +437,29 @@ export function parsePosition(value: string | null | undefined): Position {
 }
 
 export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
-  const map = new Map<string, string>();
-  for (let i = 0; i + 1 < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
-  return {
-    streamId,
-    offset: Number(map.get('o')),
-    messageId: map.get('m') ?? '',
-    target: map.get('t') ?? '',
-    args: JSON.parse(map.get('a') ?? '[]') as unknown[],
-  };
+  // note: the fields are read in place (no map per entry): this runs for every message delivered.
+  let offset: string | undefined;
+  let messageId = '';
+  let target = '';
+  let args = '[]';
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const value = fields[i + 1] as string;
+    switch (fields[i]) {
+      case 'o':
+        offset = value;
+        break;
+      case 'm':
+        messageId = value;
+        break;
+      case 't':
+        target = value;
+        break;
+      case 'a':
+        args = value;
+        break;
+    }
+  }
+  return { streamId, offset: Number(offset), messageId, target, args: JSON.parse(args) as unknown[] };
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */
