@@ -1,14 +1,14 @@
-import { createHmac, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { RelayhubError } from '../errors.js';
 import type { Principal } from './auth.js';
 import type { Connection } from './connection.js';
 import type { HubRuntime } from './hub-runtime.js';
+import { fillRandomId, ID_BYTES } from './random-ids.js';
 
 /** The shortest shared secret accepted: 256 bits, as for the HS256 JWT secret. */
 export const MIN_CONNECTION_TOKEN_SECRET_BYTES = 32;
 
 const VERSION = 1;
-const ID_BYTES = 16;
 const ISSUER_BYTES = 6;
 const USER_TAG_BYTES = 12;
 const MAC_BYTES = 16;
@@ -93,7 +93,7 @@ export class ConnectionTokens {
   issue(userId: string | undefined, stateful: boolean): { connectionId: string; token: string } {
     const bytes = Buffer.alloc(TOKEN_BYTES);
     bytes[0] = VERSION;
-    randomFillSync(bytes, AT_ID, ID_BYTES);
+    fillRandomId(bytes, AT_ID);
     bytes.writeUIntBE(this.#now() + this.#lifetimeMs, AT_EXPIRY, 6);
     bytes[AT_FLAGS] = stateful ? STATEFUL : 0;
     this.#issuer.copy(bytes, AT_ISSUER);

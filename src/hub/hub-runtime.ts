@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type {
   Audience,
@@ -29,6 +28,7 @@ import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
 import { TimerWheel } from './timer-wheel.js';
 import { countInvocations, HubCounters } from '../metrics/hub-stats.js';
+import { newId } from './random-ids.js';
 
 /** How long shutdown waits for long-polling clients to collect their Close message. */
 const DRAIN_LONG_POLLS_MS = 2_000;
@@ -44,21 +44,6 @@ async function drainLongPolls(connections: readonly Connection[]): Promise<void>
   ]);
   clearTimeout(timer);
 }
-
-/** Random bytes drawn in bulk: one call into the CSPRNG per 256 ids instead of one per id. */
-const ID_BYTES = 16;
-let idPool = Buffer.alloc(0);
-let idOffset = 0;
-
-/** URL-safe and unguessable: the client puts tokens in the WebSocket URL without encoding them. */
-const newId = (): string => {
-  if (idOffset + ID_BYTES > idPool.length) {
-    idPool = randomBytes(ID_BYTES * 256);
-    idOffset = 0;
-  }
-  idOffset += ID_BYTES;
-  return idPool.toString('base64url', idOffset - ID_BYTES, idOffset);
-};
 
 /** How often the timer wheel ticks: a quarter of the shortest timeout, between 10 ms and 1 s. */
 function wheelResolutionMs(o: HubOptions): number {

@@ -5,6 +5,7 @@ import {
   connectClient,
   isClusterTarget,
   openClient,
+  quitClient,
   type RedisClient,
   type RedisOptions,
   type RedisTarget,
@@ -417,8 +418,7 @@ export class ReliableProducer {
     return sendReliableBatch(this.#scripts, this.#keys, this.#retention, messages, this.#durability);
   }
 
-  async close(): Promise<void> {
-    if (this.#redis.status === 'ready') await this.#redis.quit().catch(() => this.#redis.disconnect());
-    else this.#redis.disconnect();
+  close(): Promise<void> {
+    return quitClient(this.#redis);
   }
 }

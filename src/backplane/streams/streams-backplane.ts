@@ -1,5 +1,5 @@
 import { type Logger, pino } from 'pino';
-import { connectClient, openClient, type RedisClient, targetOf } from '../../redis/connection.js';
+import { connectClient, openClient, quitClient, type RedisClient, targetOf } from '../../redis/connection.js';
 import type {
   Backplane,
   BackplaneHealth,
@@ -116,10 +116,7 @@ export class StreamsBackplane implements Backplane {
     this.#closing ??= (async () => {
       for (const probe of this.#probes) probe.close();
       await Promise.allSettled([...this.#lanes].map((lane) => lane.close()));
-      for (const connection of this.#connections) {
-        if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
-        else connection.disconnect();
-      }
+      for (const connection of this.#connections) await quitClient(connection);
       await this.#pubsub.close();
     })();
     return this.#closing;
