@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.js';
 import type { Backplane, BackplaneSample, ReliableMetrics } from '../backplane/backplane.js';
 import type { HubCounters, SendRoute } from './hub-stats.js';
 
@@ -264,7 +265,7 @@ export function hubMetrics(source: { hubs(): Iterable<MeteredHub>; backplane: Ba
     async metrics() {
       if (!defaults) {
         defaults = true;
-        collectDefaultMetrics({ register: registry });
+        collectProcessMetrics(registry);
       }
       await snapshot();
       return registry.metrics();

@@ -1,11 +1,12 @@
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.js';
 import type { OutboxWorker } from '../worker/outbox-worker.js';
 import type { MetricsCollector } from './hub-metrics.js';
 
 /** The outbox worker's metrics: backlog and oldest unrelayed row (one query per scrape), rows relayed. */
 export function workerMetrics(worker: OutboxWorker): Pick<MetricsCollector, 'registry' | 'metrics'> {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   let backlog = { rows: 0, oldestSeconds: 0 };
   new Gauge({
     name: 'relayhub_outbox_backlog',
