@@ -116,7 +116,7 @@ async function waitForPartitions(pool, names, min, maxMs = 20_000) {
  * and SIGCONTed after; acked/s from SIGCONT to the last ack: what the relay and the lane drain, however
  * fast the producers commit.
  */
-async function runCommits(clients, producers, { phase, count, offset, paused, rate }) {
+async function runCommits(clients, producers, { phase, count, offset, paused, rate, onResumed }) {
   const ready = await clients.request({ type: 'phase', phase, expected: count }, 'phase-ready');
   if (ready.error) throw new Error(ready.error);
   const committedAt = new Float64Array(count);
@@ -163,6 +163,7 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
   } finally {
     for (const worker of paused ?? []) worker.kill('SIGCONT');
     resumed = now();
+    onResumed?.();
   }
   // note: the relay alone (Postgres -> Redis, not the lane's delivery): until no row of the phase is unrelayed
   let relayedSeconds = NaN;
@@ -204,6 +205,20 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
     relayedPerSecond: (count - errors) / relayedSeconds,
     ...(paused ? { p50: NaN, p99: NaN, max: NaN } : percentiles(latencies)),
   };
+}
+
+/**
+ * The Postgres processes whose CPU the bench counts: every `postgres` process but other users' sessions
+ * (client backends whose application_name is not this run's), read once per worker count.
+ */
+async function runPostgresPids() {
+  const { rows } = await pool.query(
+    `SELECT pid FROM pg_stat_activity
+      WHERE backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE $1`,
+    [`${appPrefix}%`],
+  );
+  const others = new Set(rows.map((r) => r.pid));
+  return postgresPids().filter((pid) => !others.has(pid));
 }
 
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
@@ -340,6 +355,9 @@ try {
       `  ${count} worker(s): warm-up ${fmt(warm.received)}/${fmt(config.warmup)} acked; machine ${busy}% busy ` +
         `before the measured phase (waited ${waited.toFixed(1)} s${busy > 30 ? ': figures distorted' : ''})`,
     );
+    // note: Postgres CPU is this run's sessions and the server's own processes (WAL writer, checkpointer,
+    // autovacuum...); other users' sessions of the shared server count as `other`.
+    const pgPids = await runPostgresPids();
     const sampler = () =>
       cpuSampler(
         {
@@ -349,7 +367,7 @@ try {
           clients: clients.child.pid,
           bench: process.pid,
           redis: redisProcess,
-          postgres: postgresPids(),
+          postgres: pgPids,
         },
         hz,
       );
@@ -370,12 +388,13 @@ try {
       offset: clock.offset,
       rate: config.rate,
     });
-    cpu = sampler();
+    // note: the CPU of the drain alone, from SIGCONT to the last ack (not the commits while stopped).
     const backlog = await runCommits(clients, producers, {
       phase: ++phase,
       count: config.backlog,
       offset: clock.offset,
       paused: workers,
+      onResumed: () => (cpu = sampler()),
     });
     backlog.cpu = cpu();
     // note: a relay pass marks its rows relayed_at = now(), its transaction's start: one value per pass
@@ -418,15 +437,15 @@ try {
       );
     }
   }
-  // note: the workers record the clients' acks on the rows about once a second.
+  // note: the workers apply the clients' acks about once a second, deleting the acked rows.
   await sleep(2_500);
   const { rows } = await pool.query(
-    `SELECT count(*) FILTER (WHERE acked_at IS NULL)::int AS unacked,
+    `SELECT count(*)::int AS unacked,
             count(*) FILTER (WHERE relayed_at IS NULL)::int AS unrelayed FROM relayhub_outbox`,
   );
   console.log(
     `  Postgres 2.5 s after the last drain: ${rows[0].unrelayed} rows unrelayed, ${rows[0].unacked} rows ` +
-      `without acked_at (acked rows are purged every 10 s)`,
+      `left unacked (the ack sync deletes acked rows)`,
   );
   await clients.request({ type: 'close' }, 'closed', 5_000).catch(() => undefined);
   printWarnings();
@@ -493,19 +512,21 @@ for (const r of results) {
   }
 }
 console.log(
-  '\nmean CPU % per process during each phase (100 = one core; postgres: all its processes, other ' +
-    "databases' sessions included; other = the rest of the machine):",
+  '\nmean CPU % per process during each phase (100 = one core; backlog: the drain, SIGCONT to the last ack; ' +
+    "postgres: this run's sessions and the server's own processes; other = the rest of the machine, other " +
+    "users' Postgres sessions included):",
 );
 console.log(table(cpuRows));
 console.log(
-  'CPU us per acked message (hubs and workers summed; bench = the producers; postgres: every session):',
+  "CPU us per acked message (hubs and workers summed; bench = the producers; postgres: this run's sessions and the server's processes):",
 );
 for (const r of results) {
   // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
   const s = r.raw.cpu.seconds;
   const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
   console.log(
-    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(s.postgres ?? 0)}, bench ${raw(s.bench)} ` +
+    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(s.postgres ?? 0)}, bench ${raw(s.bench)}, ` +
+      `total ${raw((s.postgres ?? 0) + s.bench)} ` +
       `(machine ${r.raw.cpu.other}% busy besides)`,
   );
   for (const phase of ['live', 'backlog']) {
@@ -518,7 +539,8 @@ for (const r of results) {
     const per = (seconds) => ((seconds / p.received) * 1e6).toFixed(0);
     console.log(
       `  ${r.workers} worker(s), ${phase}: hubs ${per(sum('hub-'))}, workers ${per(sum('worker-'))}, ` +
-        `redis ${per(s.redis ?? 0)}, postgres ${per(s.postgres ?? 0)}, clients ${per(s.clients)}, bench ${per(s.bench)}`,
+        `redis ${per(s.redis ?? 0)}, postgres ${per(s.postgres ?? 0)}, clients ${per(s.clients)}, bench ${per(s.bench)}, ` +
+        `total ${per(Object.values(s).reduce((a, b) => a + b, 0))}`,
     );
   }
 }

@@ -183,6 +183,11 @@ export class OutboxWorker {
   #lastRowsAt = 0;
   /** Whether the last pass claimed few rows (live traffic), so that the next claim is a prepared statement. */
   #smallPasses = true;
+  /**
+   * The next batch, claimed while the current one was relayed (a backlog), on this connection for these
+   * owned partitions; used only if neither changed since.
+   */
+  #prefetched: { client: pg.ClientBase; ownedKey: string; rows: Promise<Row[]> } | undefined;
   #ackCursor = '';
   #wake: (() => void) | undefined;
   #woken = false;
@@ -508,25 +513,37 @@ export class OutboxWorker {
    * and the mark leaves its rows unrelayed, and they go again under the same message ids.
    */
   async #relayPass(client: pg.ClientBase): Promise<number> {
-    const owned = ownedCondition(this.#owned(), 4);
-    if (owned.sql === 'false') return 0;
+    const owned = this.#owned();
+    const ownedKey = JSON.stringify(owned);
+    const held = new Set(this.#endpoints.flatMap((e) => [...e.held]));
+    const prefetched = this.#prefetched;
+    this.#prefetched = undefined;
+    let claimed: Row[];
+    if (prefetched?.client === client && prefetched.ownedKey === ownedKey) {
+      claimed = await prefetched.rows;
+    } else {
+      await prefetched?.rows.catch(() => undefined);
+      const claim = this.#claim(client, owned, [...held], []);
+      if (!claim) return 0;
+      claimed = await claim;
+    }
     this.stats.passes++;
-    const held = this.#endpoints.flatMap((e) => [...e.held]);
-    // note: a flag per row, never `id > cursor`: a row whose transaction commits after a higher id was
-    // relayed is still unrelayed, so the next pass finds it.
-    const text = `SELECT id, hub, user_id, target, args, message_key FROM relayhub_outbox
-       WHERE channel_prefix = $1 AND relayed_at IS NULL AND failed_at IS NULL AND ${owned.sql}
-         AND user_id <> ALL($2::text[])
-       ORDER BY id LIMIT $3`;
-    const { rows } = await client.query<Row>({
-      text,
-      values: [this.channelPrefix, held, this.#o.batchSize, ...owned.params],
-      // note: prepared while passes are small (live traffic): Postgres then skips parsing and planning
-      // (~140 of ~190 µs of its CPU per pass here). Its generic plan reads the unrelayed index and sorts
-      // what it finds, which is right for a few rows; a backlog gets a plan of its own every pass.
-      ...(this.#smallPasses ? { name: preparedName('claim', text) } : {}),
-    });
-    this.#smallPasses = rows.length < this.#o.batchSize / 2;
+    // note: a backlog: claim the next batch while this one is relayed (the connection is idle meanwhile),
+    // leaving out this batch's rows, which are not marked yet. It is relayed after this batch, so each
+    // user's rows still go in id order; rows of users whose send fails in this batch are dropped from it.
+    if (claimed.length === this.#o.batchSize) {
+      const next = this.#claim(
+        client,
+        owned,
+        [...held],
+        claimed.map((r) => r.id),
+      );
+      if (next) {
+        next.catch(() => undefined);
+        this.#prefetched = { client, ownedKey, rows: next };
+      }
+    }
+    const rows = held.size === 0 ? claimed : claimed.filter((r) => !held.has(r.user_id));
     const poison: { id: string; reason: string }[] = [];
     const groups = new Map<RelayEndpoint, Map<string, Row[]>>();
     for (const row of rows) {
@@ -572,12 +589,46 @@ export class OutboxWorker {
     }
     this.stats.relayed += relayed.length;
     this.stats.poison += poison.length;
-    this.stats.held += rows.length - relayed.length - poison.length;
+    this.stats.held += claimed.length - relayed.length - poison.length;
     for (const r of relayed) {
       this.stats.byEndpoint[r.endpoint] = (this.stats.byEndpoint[r.endpoint] ?? 0) + 1;
       this.stats.byHub[r.hub] = (this.stats.byHub[r.hub] ?? 0) + 1;
     }
-    return rows.length;
+    return claimed.length;
+  }
+
+  /**
+   * Claims up to `batchSize` committed, unrelayed rows of the owned partitions in id order, without the
+   * held users' and the `inFlight` ones; undefined when the worker owns no partition.
+   */
+  #claim(
+    client: pg.ClientBase,
+    owned: HubPartitions[],
+    held: string[],
+    inFlight: string[],
+  ): Promise<Row[]> | undefined {
+    const condition = ownedCondition(owned, 5);
+    if (condition.sql === 'false') return undefined;
+    // note: a flag per row, never `id > cursor`: a row whose transaction commits after a higher id was
+    // relayed is still unrelayed, so the next pass finds it.
+    const text = `SELECT id, hub, user_id, target, args, message_key FROM relayhub_outbox
+       WHERE channel_prefix = $1 AND relayed_at IS NULL AND failed_at IS NULL AND ${condition.sql}
+         AND user_id <> ALL($2::text[]) AND id <> ALL($4::bigint[])
+       ORDER BY id LIMIT $3`;
+    const small = this.#smallPasses && inFlight.length === 0;
+    return client
+      .query<Row>({
+        text,
+        values: [this.channelPrefix, held, this.#o.batchSize, inFlight, ...condition.params],
+        // note: prepared while passes are small (live traffic): Postgres then skips parsing and planning
+        // (~140 of ~190 µs of its CPU per pass here). Its generic plan reads the unrelayed index and sorts
+        // what it finds, which is right for a few rows; a backlog gets a plan of its own every pass.
+        ...(small ? { name: preparedName('claim', text) } : {}),
+      })
+      .then(({ rows }) => {
+        this.#smallPasses = rows.length < this.#o.batchSize / 2;
+        return rows;
+      });
   }
 
   /**
