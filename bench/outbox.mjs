@@ -208,17 +208,29 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
 }
 
 /**
- * The Postgres processes whose CPU the bench counts: every `postgres` process but other users' sessions
- * (client backends whose application_name is not this run's), read once per worker count.
+ * The Postgres processes whose CPU the bench counts, read once per worker count, by role: this run's
+ * producer sessions, its workers' sessions, its other sessions (hubs, the bench's monitor), and the
+ * server's own processes (postmaster, WAL writer, checkpointer, autovacuum...). Other users' sessions of
+ * the shared server are left out (they count as `other`).
  */
 async function runPostgresPids() {
   const { rows } = await pool.query(
-    `SELECT pid FROM pg_stat_activity
-      WHERE backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE $1`,
-    [`${appPrefix}%`],
+    `SELECT pid, backend_type, coalesce(application_name, '') AS name FROM pg_stat_activity`,
   );
-  const others = new Set(rows.map((r) => r.pid));
-  return postgresPids().filter((pid) => !others.has(pid));
+  const role = new Map();
+  for (const r of rows) {
+    if (r.backend_type !== 'client backend') continue;
+    if (!r.name.startsWith(appPrefix)) role.set(r.pid, undefined);
+    else if (r.name === `${appPrefix}producer`) role.set(r.pid, 'pg-producers');
+    else if (/^w\d+$/.test(r.name.slice(appPrefix.length))) role.set(r.pid, 'pg-workers');
+    else role.set(r.pid, 'pg-rest');
+  }
+  const groups = { 'pg-producers': [], 'pg-workers': [], 'pg-rest': [], 'pg-server': [] };
+  for (const pid of postgresPids()) {
+    if (!role.has(pid)) groups['pg-server'].push(pid);
+    else if (role.get(pid)) groups[role.get(pid)].push(pid);
+  }
+  return groups;
 }
 
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
@@ -367,7 +379,7 @@ try {
           clients: clients.child.pid,
           bench: process.pid,
           redis: redisProcess,
-          postgres: pgPids,
+          ...pgPids,
         },
         hz,
       );
@@ -513,20 +525,27 @@ for (const r of results) {
 }
 console.log(
   '\nmean CPU % per process during each phase (100 = one core; backlog: the drain, SIGCONT to the last ack; ' +
-    "postgres: this run's sessions and the server's own processes; other = the rest of the machine, other " +
-    "users' Postgres sessions included):",
+    "pg-*: Postgres, this run's sessions by role and the server's own processes; other = the rest of the " +
+    "machine, other users' Postgres sessions included):",
 );
 console.log(table(cpuRows));
 console.log(
-  "CPU us per acked message (hubs and workers summed; bench = the producers; postgres: this run's sessions and the server's processes):",
+  "CPU us per acked message (hubs and workers summed; bench = the producers; postgres: this run's sessions " +
+    "(producers', workers', the rest: hubs and the bench's monitor) and the server's own processes):",
 );
+const pgOf = (s) =>
+  Object.entries(s)
+    .filter(([name]) => name.startsWith('pg-'))
+    .reduce((total, [, seconds]) => total + seconds, 0);
+const pgParts = (s, per) =>
+  ['producers', 'workers', 'rest', 'server'].map((n) => `${n} ${per(s[`pg-${n}`] ?? 0)}`).join(', ');
 for (const r of results) {
   // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
   const s = r.raw.cpu.seconds;
   const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
   console.log(
-    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(s.postgres ?? 0)}, bench ${raw(s.bench)}, ` +
-      `total ${raw((s.postgres ?? 0) + s.bench)} ` +
+    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(pgOf(s))} (${pgParts(s, raw)}), ` +
+      `bench ${raw(s.bench)}, total ${raw(pgOf(s) + s.bench)} ` +
       `(machine ${r.raw.cpu.other}% busy besides)`,
   );
   for (const phase of ['live', 'backlog']) {
@@ -539,7 +558,8 @@ for (const r of results) {
     const per = (seconds) => ((seconds / p.received) * 1e6).toFixed(0);
     console.log(
       `  ${r.workers} worker(s), ${phase}: hubs ${per(sum('hub-'))}, workers ${per(sum('worker-'))}, ` +
-        `redis ${per(s.redis ?? 0)}, postgres ${per(s.postgres ?? 0)}, clients ${per(s.clients)}, bench ${per(s.bench)}, ` +
+        `redis ${per(s.redis ?? 0)}, postgres ${per(pgOf(s))} (${pgParts(s, per)}), clients ${per(s.clients)}, ` +
+        `bench ${per(s.bench)}, ` +
         `total ${per(Object.values(s).reduce((a, b) => a + b, 0))}`,
     );
   }

@@ -300,6 +300,9 @@ export class OutboxWorker {
       await this.close();
       throw error;
     }
+    // note: the first ack sync comes one interval after the start, as every later one (rows relayed by the
+    // first passes have no acks to read yet).
+    this.#lastAckSync = Date.now();
     this.#running = this.#loop();
   }
 
