@@ -8,6 +8,7 @@
 // (backlogRowsPerSec). Ends with one line `RESULT <json>`. See bench/RELIABLE.md for the knobs.
 import './help.mjs';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import pg from 'pg';
 import { DEMO_HUB_PATH, enqueue, migrate } from '../dist/index.js';
@@ -233,6 +234,53 @@ async function runPostgresPids() {
   return groups;
 }
 
+/** utime + stime of a process in clock ticks; undefined once it has exited. */
+function processTicks(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Adds the Postgres groups' CPU to a `cpuSampler`'s figures (and takes it out of `other`).
+ *
+ * note: a session may end within a phase (a pool closing an idle connection): its CPU up to then is lost
+ * with its /proc entry, but it must not count as negative, as a sum of the group's ticks would have it.
+ */
+function withPostgres(machine, groups) {
+  const start = Object.fromEntries(
+    Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => [pid, processTicks(pid)])]),
+  );
+  const t0 = performance.now();
+  return () => {
+    const figures = machine();
+    const seconds = (performance.now() - t0) / 1_000;
+    const used = Object.fromEntries(
+      Object.entries(start).map(([name, pids]) => [
+        name,
+        pids.reduce((sum, [pid, from]) => {
+          const to = processTicks(pid);
+          return sum + (to === undefined || from === undefined ? 0 : to - from);
+        }, 0) / hz,
+      ]),
+    );
+    const pct = (s) => Math.round((s / seconds) * 100);
+    const total = Object.values(used).reduce((a, b) => a + b, 0);
+    const { other, ...rest } = figures;
+    const merged = {
+      ...rest,
+      ...Object.fromEntries(Object.entries(used).map(([name, s]) => [name, pct(s)])),
+      other: Math.max(0, other - pct(total)),
+    };
+    Object.defineProperty(merged, 'seconds', { value: { ...figures.seconds, ...used } });
+    return merged;
+  };
+}
+
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id`;
 
@@ -371,17 +419,19 @@ try {
     // autovacuum...); other users' sessions of the shared server count as `other`.
     const pgPids = await runPostgresPids();
     const sampler = () =>
-      cpuSampler(
-        {
-          'hub-1': hub1.pid,
-          'hub-2': hub2.pid,
-          ...Object.fromEntries(workers.map((w, k) => [`worker-${k + 1}`, w.pid])),
-          clients: clients.child.pid,
-          bench: process.pid,
-          redis: redisProcess,
-          ...pgPids,
-        },
-        hz,
+      withPostgres(
+        cpuSampler(
+          {
+            'hub-1': hub1.pid,
+            'hub-2': hub2.pid,
+            ...Object.fromEntries(workers.map((w, k) => [`worker-${k + 1}`, w.pid])),
+            clients: clients.child.pid,
+            bench: process.pid,
+            redis: redisProcess,
+          },
+          hz,
+        ),
+        pgPids,
       );
     let cpu = sampler();
     const raw = await runRaw(producers, config.commits);

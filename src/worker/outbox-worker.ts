@@ -187,7 +187,15 @@ export class OutboxWorker {
    * The next batch, claimed while the current one was relayed (a backlog), on this connection for these
    * owned partitions; used only if neither changed since.
    */
-  #prefetched: { client: pg.ClientBase; ownedKey: string; rows: Promise<Row[]> } | undefined;
+  #prefetched:
+    | {
+        client: pg.ClientBase;
+        ownedKey: string;
+        rows: Promise<Row[]>;
+        /** Users with a row the current batch left unrelayed: their rows of this batch must wait. */
+        skip: Set<string>;
+      }
+    | undefined;
   #ackCursor = '';
   #wake: (() => void) | undefined;
   #woken = false;
@@ -524,6 +532,9 @@ export class OutboxWorker {
     let claimed: Row[];
     if (prefetched?.client === client && prefetched.ownedKey === ownedKey) {
       claimed = await prefetched.rows;
+      // note: a user whose send failed in the previous batch keeps its later rows back even if its
+      // endpoint answered again meanwhile (which clears the held set): its earlier rows go first.
+      for (const user of prefetched.skip) held.add(user);
     } else {
       await prefetched?.rows.catch(() => undefined);
       const claim = this.#claim(client, owned, [...held], []);
@@ -533,7 +544,8 @@ export class OutboxWorker {
     this.stats.passes++;
     // note: a backlog: claim the next batch while this one is relayed (the connection is idle meanwhile),
     // leaving out this batch's rows, which are not marked yet. It is relayed after this batch, so each
-    // user's rows still go in id order; rows of users whose send fails in this batch are dropped from it.
+    // user's rows still go in id order; the rows of users with a row of this batch left unrelayed are
+    // dropped from it (`skip`).
     if (claimed.length === this.#o.batchSize) {
       const next = this.#claim(
         client,
@@ -543,7 +555,7 @@ export class OutboxWorker {
       );
       if (next) {
         next.catch(() => undefined);
-        this.#prefetched = { client, ownedKey, rows: next };
+        this.#prefetched = { client, ownedKey, rows: next, skip: new Set() };
       }
     }
     const rows = held.size === 0 ? claimed : claimed.filter((r) => !held.has(r.user_id));
@@ -593,6 +605,12 @@ export class OutboxWorker {
     this.stats.relayed += relayed.length;
     this.stats.poison += poison.length;
     this.stats.held += claimed.length - relayed.length - poison.length;
+    // note: the users with a row of this batch left unrelayed (held back before or failed now) wait in the
+    // next batch too, and the next claim leaves them out: their earlier rows must go first.
+    if (this.#prefetched && relayed.length + poison.length < claimed.length) {
+      const done = new Set([...relayed.map((r) => r.id), ...poison.map((p) => p.id)]);
+      for (const row of claimed) if (!done.has(row.id)) this.#prefetched.skip.add(row.user_id);
+    }
     for (const r of relayed) {
       this.stats.byEndpoint[r.endpoint] = (this.stats.byEndpoint[r.endpoint] ?? 0) + 1;
       this.stats.byHub[r.hub] = (this.stats.byHub[r.hub] ?? 0) + 1;
