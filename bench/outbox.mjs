@@ -281,6 +281,20 @@ function withPostgres(machine, groups) {
   };
 }
 
+/** The server's WAL counters (`pg_stat_wal`: the whole server, other users' work included). */
+async function walStats() {
+  const { rows } = await pool.query(
+    'SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes, wal_sync::float8 AS syncs FROM pg_stat_wal',
+  );
+  return rows[0];
+}
+
+const walDelta = (from, to) => ({
+  records: to.records - from.records,
+  bytes: to.bytes - from.bytes,
+  syncs: to.syncs - from.syncs,
+});
+
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id`;
 
@@ -434,16 +448,20 @@ try {
         pgPids,
       );
     let cpu = sampler();
+    let wal = await walStats();
     const raw = await runRaw(producers, config.commits);
     raw.cpu = cpu();
+    raw.wal = walDelta(wal, await walStats());
     await pool.query('TRUNCATE bench_raw');
     cpu = sampler();
+    wal = await walStats();
     const live = await runCommits(clients, producers, {
       phase: ++phase,
       count: config.commits,
       offset: clock.offset,
     });
     live.cpu = cpu();
+    live.wal = walDelta(wal, await walStats());
     const paced = await runCommits(clients, producers, {
       phase: ++phase,
       count: Math.round((config.rate * config.rateMs) / 1_000),
@@ -456,9 +474,13 @@ try {
       count: config.backlog,
       offset: clock.offset,
       paused: workers,
-      onResumed: () => (cpu = sampler()),
+      onResumed: () => {
+        cpu = sampler();
+        wal = walStats();
+      },
     });
     backlog.cpu = cpu();
+    backlog.wal = walDelta(await wal, await walStats());
     // note: a relay pass marks its rows relayed_at = now(), its transaction's start: one value per pass
     // (rows already acked may have been purged; the count says how many were still there).
     const { rows: passes } = await pool.query(
@@ -581,7 +603,8 @@ console.log(
 console.log(table(cpuRows));
 console.log(
   "CPU us per acked message (hubs and workers summed; bench = the producers; postgres: this run's sessions " +
-    "(producers', workers', the rest: hubs and the bench's monitor) and the server's own processes):",
+    "(producers', workers', the rest: hubs and the bench's monitor) and the server's own processes; WAL: " +
+    "the whole server's, per row):",
 );
 const pgOf = (s) =>
   Object.entries(s)
@@ -593,9 +616,11 @@ for (const r of results) {
   // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
   const s = r.raw.cpu.seconds;
   const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
+  const walOf = (w, n) =>
+    `WAL ${(w.bytes / n).toFixed(0)} B in ${(w.records / n).toFixed(1)} records, ${(w.syncs / n).toFixed(2)} syncs`;
   console.log(
     `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(pgOf(s))} (${pgParts(s, raw)}), ` +
-      `bench ${raw(s.bench)}, total ${raw(pgOf(s) + s.bench)} ` +
+      `bench ${raw(s.bench)}, total ${raw(pgOf(s) + s.bench)}; ${walOf(r.raw.wal, config.commits)} ` +
       `(machine ${r.raw.cpu.other}% busy besides)`,
   );
   for (const phase of ['live', 'backlog']) {
@@ -610,7 +635,7 @@ for (const r of results) {
       `  ${r.workers} worker(s), ${phase}: hubs ${per(sum('hub-'))}, workers ${per(sum('worker-'))}, ` +
         `redis ${per(s.redis ?? 0)}, postgres ${per(pgOf(s))} (${pgParts(s, per)}), clients ${per(s.clients)}, ` +
         `bench ${per(s.bench)}, ` +
-        `total ${per(Object.values(s).reduce((a, b) => a + b, 0))}`,
+        `total ${per(Object.values(s).reduce((a, b) => a + b, 0))}; ${walOf(p.wal, p.received)}`,
     );
   }
 }
