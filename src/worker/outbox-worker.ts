@@ -185,7 +185,8 @@ export class OutboxWorker {
   #smallPasses = true;
   /**
    * The next batch, claimed while the current one was relayed (a backlog), on this connection for these
-   * owned partitions; used only if neither changed since.
+   * owned partitions; used only if neither changed since, and thrown away when rows were reset for
+   * relaying again (their users' earlier rows are unrelayed again, and must go before its rows).
    */
   #prefetched:
     | {
@@ -480,6 +481,7 @@ export class OutboxWorker {
         );
         if (rowCount) {
           this.stats.rerelayed += rowCount;
+          this.#prefetched = undefined;
           this.#log.warn(
             { hub: served.hub, rows: rowCount },
             `${rowCount} messages of hub ${served.hub} were sent to a Redis endpoint this worker is not configured with: re-sending them to their users' endpoints`,
@@ -505,6 +507,7 @@ export class OutboxWorker {
       [this.channelPrefix, served.hub, owned, endpoint, epoch],
     );
     this.stats.rerelayed += rowCount ?? 0;
+    if (rowCount) this.#prefetched = undefined;
     return rowCount ?? 0;
   }
 
