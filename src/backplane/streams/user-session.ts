@@ -62,8 +62,11 @@ export interface SessionHost {
   readAfter(keys: UserKeys, streamId: string, count: number): Promise<InboxEntry[]>;
   /** The acked position alone. */
   acked(keys: UserKeys): Promise<Position>;
-  /** Acknowledges everything up to `offset` (`count` messages of this session's run). */
-  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<void>;
+  /**
+   * Acknowledges everything up to `offset` (`count` messages of this session's run); resolves true when
+   * that moved the user's acked offset (false: it was there already, or the ack was stale).
+   */
+  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<boolean>;
   /** Records a message given up on (the dead-letter stream and hook); the session then acks past it. */
   deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void>;
 }
@@ -104,8 +107,15 @@ interface Run {
   buffer: InboxEntry[];
   /** The last read returned less than it asked for, and no wake-up came since it was sent. */
   exhausted: boolean;
-  /** The ack of the latest contiguous run, chained (acks are cumulative). */
+  /** The acks of this run, chained: at most one in flight, and one more waiting for `unacked`. */
   acking: Promise<void>;
+  /** Acknowledged by the client, not sent to Redis yet (acks are cumulative: only the latest is sent). */
+  unacked: { offset: number; streamId: string; count: number } | undefined;
+  /**
+   * Whether `position` is known to be the user's acked offset in Redis: every ack of this run moved it
+   * (none found it moved already by another connection, none was stale).
+   */
+  sure: boolean;
   failure: unknown;
   /** Settlements of sends, handled by the drain loop in order. */
   settled: { slot: Slot; error: unknown }[];
@@ -128,6 +138,12 @@ export class UserSession {
   /** The wake-ups a read that came back short was sent after: the inbox was caught up as of them. */
   #covered = 0;
   #run_: Run | undefined;
+  /**
+   * Where the last drain left the user, when it ended caught up with every ack its own: a wake-up that
+   * carries the next message is then delivered without reading the inbox. Dropped when a drain starts and
+   * whenever Redis may have changed under it ({@link forget}).
+   */
+  #known: Position | undefined;
   #kick: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #stop = new AbortController();
@@ -146,19 +162,26 @@ export class UserSession {
 
   /**
    * Makes the session look at the inbox; resolves when it has caught up: everything read was settled and
-   * a read sent after the latest wake-up came back short (or nobody is left to deliver to).
+   * a read sent after the latest wake-up came back short (or nobody is left to deliver to). `next` is the
+   * message the wake-up carried, the user's last one (see `SEND_SCRIPT`): when the session is idle and
+   * knows it is caught up to the offset before, it delivers that without a read.
    */
-  wake(): Promise<void> {
+  wake(next?: InboxEntry): Promise<void> {
     this.#wakes++;
     if (this.#running) {
       if (this.#run_) this.#run_.exhausted = false;
       this.#notify();
       return this.#running;
     }
-    this.#running = this.#loop().finally(() => {
+    this.#running = this.#loop(next).finally(() => {
       this.#running = undefined;
     });
     return this.#running;
+  }
+
+  /** Drops what the session knows of the user's position (Redis may have restarted or failed over). */
+  forget(): void {
+    this.#known = undefined;
   }
 
   close(): void {
@@ -174,11 +197,13 @@ export class UserSession {
     return !this.#closed && this.host.recipients(this.userId).length > 0;
   }
 
-  async #loop(): Promise<void> {
+  async #loop(next: InboxEntry | undefined): Promise<void> {
     let failures = 0;
     while (this.#present()) {
       try {
-        await this.#drain();
+        const carried = next;
+        next = undefined;
+        await this.#drain(carried);
         // note: a wake-up after the drain's last short read may name a message it did not see.
         if (this.#wakes === this.#covered) return;
         failures = 0;
@@ -193,19 +218,31 @@ export class UserSession {
     }
   }
 
-  /** Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to. */
-  async #drain(): Promise<void> {
+  /**
+   * Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to.
+   * `next`: the message a wake-up carried (delivered without a read when it follows the known position).
+   */
+  async #drain(next?: InboxEntry): Promise<void> {
     const size = Math.max(1, this.host.options.window);
     const wakes = this.#wakes;
-    const first = await this.host.readFromAcked(this.keys, size);
+    const known = this.#known;
+    this.#known = undefined;
+    // note: the wake-up carried the user's last message, and the last drain ended at the one before it:
+    // the inbox holds nothing else to deliver, as of this wake-up.
+    const carried = next !== undefined && known !== undefined && next.offset === known.offset + 1;
+    const first = carried
+      ? { acked: known, entries: [next] }
+      : await this.host.readFromAcked(this.keys, size);
     const run: Run = {
       position: first.acked,
       cursor: first.entries.at(-1) ?? first.acked,
       window: [],
       streak: 0,
       buffer: first.entries,
-      exhausted: this.#short(first.entries.length, size, wakes),
+      exhausted: carried ? this.#coveredBy(wakes) : this.#short(first.entries.length, size, wakes),
       acking: Promise.resolve(),
+      unacked: undefined,
+      sure: true,
       failure: undefined,
       settled: [],
       reasons: new Map(),
@@ -225,7 +262,10 @@ export class UserSession {
           if (run.exhausted) {
             await run.acking;
             if (run.failure) throw run.failure;
-            if (run.window.length === 0 && run.exhausted) return;
+            if (run.window.length === 0 && run.exhausted) {
+              if (run.sure) this.#known = run.position;
+              return;
+            }
             continue;
           }
           await this.#readMore(run, size);
@@ -260,7 +300,11 @@ export class UserSession {
 
   /** Whether a read of `count` sent after `wakes` wake-ups shows the inbox caught up. */
   #short(got: number, count: number, wakes: number): boolean {
-    if (got >= count) return false;
+    return got < count && this.#coveredBy(wakes);
+  }
+
+  /** The inbox was caught up as of `wakes` wake-ups: whether no wake-up came since. */
+  #coveredBy(wakes: number): boolean {
     this.#covered = wakes;
     return wakes === this.#wakes;
   }
@@ -353,6 +397,7 @@ export class UserSession {
 
   /** Another connection of the user (here or elsewhere) acknowledged up to `acked`: skip what it covers. */
   #ackedElsewhere(run: Run, acked: Position): void {
+    run.sure = false;
     while (run.window.length > 0 && (run.window[0] as Slot).entry.offset <= acked.offset) run.window.shift();
     run.buffer = run.buffer.filter((e) => e.offset > acked.offset);
     if (acked.offset > run.position.offset) run.position = acked;
@@ -374,8 +419,19 @@ export class UserSession {
     // note: caught up with everything read: what comes next starts a new burst.
     if (run.window.length === 0 && run.buffer.length === 0) run.streak = 0;
     const { offset, streamId } = run.position;
+    const queued = run.unacked !== undefined;
+    run.unacked = { offset, streamId, count: (run.unacked?.count ?? 0) + count };
+    // note: an ack is already waiting for the one in flight; it will carry this position instead.
+    if (queued) return;
     run.acking = run.acking
-      .then(() => this.host.ack(this.keys, offset, streamId, count))
+      .then(() => {
+        const unacked = run.unacked;
+        run.unacked = undefined;
+        return unacked ? this.host.ack(this.keys, unacked.offset, unacked.streamId, unacked.count) : true;
+      })
+      .then((advanced) => {
+        if (!advanced) run.sure = false;
+      })
       .catch((error: unknown) => {
         run.failure ??= error;
         this.#notify();
