@@ -105,7 +105,7 @@ const READ_COUNT = 200;
  */
 const READ_INTERVAL_MS = 2;
 /** How long a client's ack waits for others to go to Redis with (it delays no delivery). */
-const ACK_DELAY_MS = 1;
+const ACK_DELAY_MS = 2;
 /** The most acks sent together (one script on one node). */
 const ACK_BATCH = 100;
 /** How long consumed wake-ups wait to be acknowledged together (fewer writes at a moderate rate). */

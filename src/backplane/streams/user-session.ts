@@ -109,6 +109,8 @@ interface Run {
   exhausted: boolean;
   /** The acks of this run, chained: at most one in flight, and one more waiting for `unacked`. */
   acking: Promise<void>;
+  /** Acks of this run queued or in flight (each one's end wakes the drain). */
+  acksOut: number;
   /** Acknowledged by the client, not sent to Redis yet (acks are cumulative: only the latest is sent). */
   unacked: { offset: number; streamId: string; count: number } | undefined;
   /**
@@ -241,6 +243,7 @@ export class UserSession {
       buffer: first.entries,
       exhausted: carried ? this.#coveredBy(wakes) : this.#short(first.entries.length, size, wakes),
       acking: Promise.resolve(),
+      acksOut: 0,
       unacked: undefined,
       sure: true,
       failure: undefined,
@@ -260,13 +263,13 @@ export class UserSession {
         const due = this.#redeliver(run, now);
         if (run.window.length === 0 && run.buffer.length === 0) {
           if (run.exhausted) {
-            await run.acking;
-            if (run.failure) throw run.failure;
-            if (run.window.length === 0 && run.exhausted) {
-              if (run.sure) this.#known = run.position;
-              return;
+            // note: the drain ends once its acks are in Redis; a wake-up meanwhile is served at once.
+            if (run.acksOut > 0) {
+              await this.#waitForEvent(due);
+              continue;
             }
-            continue;
+            if (run.sure) this.#known = run.position;
+            return;
           }
           await this.#readMore(run, size);
           continue;
@@ -423,6 +426,7 @@ export class UserSession {
     run.unacked = { offset, streamId, count: (run.unacked?.count ?? 0) + count };
     // note: an ack is already waiting for the one in flight; it will carry this position instead.
     if (queued) return;
+    run.acksOut++;
     run.acking = run.acking
       .then(() => {
         const unacked = run.unacked;
@@ -434,6 +438,9 @@ export class UserSession {
       })
       .catch((error: unknown) => {
         run.failure ??= error;
+      })
+      .finally(() => {
+        run.acksOut--;
         this.#notify();
       });
   }
