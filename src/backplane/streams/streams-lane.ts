@@ -316,12 +316,13 @@ export class StreamsLane implements ReliableLane, SessionHost {
       't',
       entry.target,
       'a',
-      JSON.stringify(entry.args),
+      entry.argsJson,
       'r',
       reason,
     );
     try {
-      await this.#deps.onDeadLetter?.({ userId, ...entry, reason });
+      const { argsJson, ...fields } = entry;
+      await this.#deps.onDeadLetter?.({ userId, ...fields, args: JSON.parse(argsJson) as unknown[], reason });
     } catch (error) {
       this.log.error({ err: error }, 'onDeadLetter hook failed');
     }

@@ -3,6 +3,7 @@ import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json/json-protocol.js';
 import { MessageType } from '../../protocol/messages.js';
 import type { ReliableRecipient } from '../backplane.js';
+import { EncodedArguments } from '../../protocol/encoded-arguments.js';
 import type { UserKeys } from '../../redis/keys.js';
 
 /** The client method that tells a user that messages fell out of the retention window unacknowledged. */
@@ -41,7 +42,8 @@ export interface InboxEntry {
   offset: number;
   messageId: string;
   target: string;
-  args: unknown[];
+  /** The arguments as the inbox holds them: a JSON array (parsed only where the values are needed). */
+  argsJson: string;
 }
 
 /** The acknowledged position of a user and the inbox entries after it, as one read returns them. */
@@ -81,7 +83,8 @@ export const START: Position = { offset: 0, streamId: '0-0' };
 /** One message of the window. */
 interface Slot {
   entry: InboxEntry;
-  args: unknown[];
+  /** The entry's arguments and the {@link ReliableMeta} after them. */
+  args: EncodedArguments;
   /** sending: with the clients; waiting: nacked, to be sent again at `due`; done: acked or dead-lettered. */
   state: 'sending' | 'waiting' | 'done';
   /** Deliveries that counted (a delivery to connections that went away does not). */
@@ -322,7 +325,8 @@ export class UserSession {
       // note: the ack of the entry after a gap moves the acked offset past it (acks are cumulative).
       if (entry.offset > previous + 1) this.#reportGap(previous + 1, entry.offset);
       const meta: ReliableMeta = { messageId: entry.messageId, offset: entry.offset };
-      const slot: Slot = { entry, args: [...entry.args, meta], state: 'sending', attempt: 0, due: 0 };
+      const args = EncodedArguments.withLast(entry.argsJson, meta);
+      const slot: Slot = { entry, args, state: 'sending', attempt: 0, due: 0 };
       run.window.push(slot);
       this.#send(run, slot);
     }
@@ -504,7 +508,7 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
   let offset: string | undefined;
   let messageId = '';
   let target = '';
-  let args = '[]';
+  let argsJson = '[]';
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const value = fields[i + 1] as string;
     switch (fields[i]) {
@@ -518,11 +522,13 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
         target = value;
         break;
       case 'a':
-        args = value;
+        argsJson = value;
         break;
     }
   }
-  return { streamId, offset: Number(offset), messageId, target, args: JSON.parse(args) as unknown[] };
+  // note: the producer writes `JSON.stringify(args)`; anything else is taken for no arguments.
+  if (!argsJson.startsWith('[') || !argsJson.endsWith(']')) argsJson = '[]';
+  return { streamId, offset: Number(offset), messageId, target, argsJson };
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */
