@@ -113,9 +113,14 @@ export function stop(child) {
   });
 }
 
-/** BENCH_PROFILE_DIR: the hubs and workers run with --cpu-prof, their profiles written there on exit. */
+/**
+ * BENCH_PROFILE_DIR: the hubs and workers run with --cpu-prof (BENCH_PROFILE=heap: --heap-prof, sampled
+ * allocations), their profiles written there on exit.
+ */
 const profileArgs = process.env.BENCH_PROFILE_DIR
-  ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+  ? process.env.BENCH_PROFILE === 'heap'
+    ? ['--heap-prof', `--heap-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+    : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
   : [];
 
 /** Starts `node dist/cli/main.js <args>` and resolves once its stdout matches `ready` (15 s at most). */

@@ -7,9 +7,9 @@
  */
 
 /**
- * The largest arguments (JSON, in characters) a wake-up carries along with its message (see
- * {@link SEND_SCRIPT}): bigger messages are read from the inbox, so that a paused instance's delivery stream
- * (up to `DELIVERY_STREAM_MAX` entries) stays small.
+ * The most argument characters (JSON) a wake-up carries along with its messages (see {@link SEND_SCRIPT}):
+ * bigger messages are read from the inbox, so that a paused instance's delivery stream (up to
+ * `DELIVERY_STREAM_MAX` entries) stays small.
  */
 export const WAKEUP_PAYLOAD_MAX = 512;
 
@@ -34,10 +34,10 @@ export const SEND_ARGS_PER_MESSAGE = 4;
  * Returns { message count, then per message: offset, message id, 1 if it was a duplicate else 0, then the
  * instance ids to route to... }.
  *
- * A wake-up carries the user id and the last offset (`u`, `o`); when the call appended exactly one message
- * whose arguments are at most {@link WAKEUP_PAYLOAD_MAX} characters, also that message's inbox entry
- * (`s` stream id, `m`, `t`, `a`), so that a session already caught up to the offset before delivers it
- * without a read.
+ * A wake-up carries the user id and the last offset (`u`, `o`); when the arguments of the messages the call
+ * appended are at most {@link WAKEUP_PAYLOAD_MAX} characters together, also their inbox entries in offset
+ * order (per message `s` stream id, `m`, `t`, `a`; their offsets end at `o`), so that a session caught up to
+ * the offset before them delivers them without a read.
  */
 export const SEND_SCRIPT = `
 local maxLength = tonumber(ARGV[1])
@@ -47,9 +47,8 @@ local count = (#ARGV - 5) / ${SEND_ARGS_PER_MESSAGE}
 local reply = { count }
 local last = 0
 local keyed = false
-local fresh = 0
-local lastId = ''
-local lastBase = 0
+local fresh = {}
+local carried = 0
 for i = 0, count - 1 do
   local base = 5 + i * ${SEND_ARGS_PER_MESSAGE}
   local mid = ARGV[base + 1]
@@ -61,9 +60,9 @@ for i = 0, count - 1 do
     table.insert(reply, 1)
   else
     local offset = redis.call('INCR', KEYS[1])
-    lastId = redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
-    fresh = fresh + 1
-    lastBase = base
+    local id = redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
+    table.insert(fresh, { id, base })
+    carried = carried + #ARGV[base + 3]
     if ARGV[base + 4] == '1' then
       redis.call('ZADD', KEYS[4], offset, mid)
       keyed = true
@@ -87,12 +86,16 @@ if keyed then
 end
 if inline then
   if last > 0 then
-    -- note: a lone small message travels in its wake-up, so that a session caught up just before it
-    -- delivers it without reading the inbox (the entry stays the truth: the ack checks it).
+    -- note: small messages travel in their wake-up, so that a session caught up to the one before them
+    -- delivers them without reading the inbox (the entries stay the truth: the ack checks them).
     local wakeup = { 'u', ARGV[4], 'o', last }
-    if fresh == 1 and #ARGV[lastBase + 3] <= ${WAKEUP_PAYLOAD_MAX} then
-      wakeup = { 'u', ARGV[4], 'o', last, 's', lastId, 'm', ARGV[lastBase + 1], 't', ARGV[lastBase + 2],
-        'a', ARGV[lastBase + 3] }
+    if carried <= ${WAKEUP_PAYLOAD_MAX} and #fresh <= maxLength then
+      for _, m in ipairs(fresh) do
+        local base = m[2]
+        for _, v in ipairs({ 's', m[1], 'm', ARGV[base + 1], 't', ARGV[base + 2], 'a', ARGV[base + 3] }) do
+          table.insert(wakeup, v)
+        end
+      end
     end
     for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
       local ikey = ARGV[3] .. instance .. '}'

@@ -397,22 +397,27 @@ export class StreamsLane implements ReliableLane, SessionHost {
    * session has caught up (`relayhub_reliable_pending` counts the wake-ups of users still being delivered to).
    */
   #dispatch(entries: [string, string[]][]): void {
-    const byUser = new Map<string, { ids: string[]; fields: string[] | undefined }>();
+    const byUser = new Map<string, { ids: string[]; carried: InboxEntry[] | undefined }>();
     for (const [id, fields] of entries) {
       // note: a pending entry trimmed from the stream comes back without fields: just acknowledge it.
       const user = (fields ? fields[fields.indexOf('u') + 1] : undefined) ?? '';
       const wakeups = byUser.get(user);
-      if (wakeups) wakeups.ids.push(id);
-      else byUser.set(user, { ids: [id], fields });
+      if (!wakeups) {
+        byUser.set(user, { ids: [id], carried: carriedEntries(fields) });
+        continue;
+      }
+      wakeups.ids.push(id);
+      // note: the session takes what the wake-ups carry only when every one of them carries its messages.
+      const more = carriedEntries(fields);
+      wakeups.carried = more && wakeups.carried ? [...wakeups.carried, ...more] : undefined;
     }
-    for (const [user, { ids, fields }] of byUser) {
+    for (const [user, { ids, carried }] of byUser) {
       const session = this.#sessions.get(user);
       if (!session) {
         this.#consumed(ids);
         continue;
       }
-      // note: the message a lone wake-up carries; with several for the user, the session reads the inbox.
-      session.wake(ids.length === 1 ? carriedEntry(fields) : undefined).then(
+      session.wake(carried).then(
         () => this.#consumed(ids),
         (error: unknown) => this.log.debug({ err: error }, 'wake failed'),
       );
@@ -567,15 +572,33 @@ export class StreamsLane implements ReliableLane, SessionHost {
   }
 }
 
+/** Fields of one carried message in a wake-up: `s` stream id, `m`, `t`, `a` (see `SEND_SCRIPT`). */
+const CARRIED_FIELDS = 8;
+
 /**
- * The inbox entry a wake-up carries (fields `s`, `o`, `m`, `t`, `a`: see `SEND_SCRIPT`), or undefined when it
- * carries none (a batch of several messages, large arguments, a Cluster's routed wake-up).
+ * The inbox entries a wake-up carries (`u`, `o`, then per message `s`, `m`, `t`, `a`, their offsets ending
+ * at `o`), or undefined when it carries none (large arguments, a Cluster's routed wake-up).
  */
-function carriedEntry(fields: string[] | undefined): InboxEntry | undefined {
-  if (!fields || fields.length < 12 || fields[4] !== 's') return undefined;
-  try {
-    return parseEntry([fields[5] as string, fields.slice(2)]);
-  } catch {
+function carriedEntries(fields: string[] | undefined): InboxEntry[] | undefined {
+  if (!fields || fields.length < 4 + CARRIED_FIELDS || fields[2] !== 'o' || fields[4] !== 's')
     return undefined;
+  const count = (fields.length - 4) / CARRIED_FIELDS;
+  const last = Number(fields[3]);
+  if (!Number.isInteger(count) || !Number.isSafeInteger(last)) return undefined;
+  const entries: InboxEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = 4 + i * CARRIED_FIELDS;
+    if (fields[at] !== 's' || fields[at + 2] !== 'm' || fields[at + 4] !== 't' || fields[at + 6] !== 'a') {
+      return undefined;
+    }
+    const argsJson = fields[at + 7] as string;
+    entries.push({
+      streamId: fields[at + 1] as string,
+      offset: last - count + 1 + i,
+      messageId: fields[at + 3] as string,
+      target: fields[at + 5] as string,
+      argsJson: argsJson.startsWith('[') && argsJson.endsWith(']') ? argsJson : '[]',
+    });
   }
+  return entries;
 }

@@ -167,18 +167,28 @@ export class UserSession {
 
   /**
    * Makes the session look at the inbox; resolves when it has caught up: everything read was settled and
-   * a read sent after the latest wake-up came back short (or nobody is left to deliver to). `next` is the
-   * message the wake-up carried, the user's last one (see `SEND_SCRIPT`): when the session is idle and
-   * knows it is caught up to the offset before, it delivers that without a read.
+   * a read sent after the latest wake-up came back short (or nobody is left to deliver to). `next` are the
+   * messages the wake-up carried, the user's last ones (see `SEND_SCRIPT`): when the session knows it is
+   * caught up to the offset before them (idle after a drain, or a drain that read everything), it takes
+   * them without a read.
    */
-  wake(next?: InboxEntry): Promise<void> {
+  wake(next?: InboxEntry[]): Promise<void> {
     this.#wakes++;
+    const carried = next !== undefined && next.length > 0 && consecutive(next) ? next : undefined;
     if (this.#running) {
-      if (this.#run_) this.#run_.exhausted = false;
+      const run = this.#run_;
+      if (run && run.exhausted && carried && (carried[0] as InboxEntry).offset === run.cursor.offset + 1) {
+        // note: the run had read everything, and this wake-up holds what came since.
+        run.buffer.push(...carried);
+        run.cursor = carried.at(-1) as InboxEntry;
+        this.#covered = this.#wakes;
+      } else if (run) {
+        run.exhausted = false;
+      }
       this.#notify();
       return this.#running;
     }
-    this.#running = this.#loop(next).finally(() => {
+    this.#running = this.#loop(carried).finally(() => {
       this.#running = undefined;
     });
     return this.#running;
@@ -202,7 +212,7 @@ export class UserSession {
     return !this.#closed && this.host.recipients(this.userId).length > 0;
   }
 
-  async #loop(next: InboxEntry | undefined): Promise<void> {
+  async #loop(next: InboxEntry[] | undefined): Promise<void> {
     let failures = 0;
     while (this.#present()) {
       try {
@@ -225,19 +235,17 @@ export class UserSession {
 
   /**
    * Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to.
-   * `next`: the message a wake-up carried (delivered without a read when it follows the known position).
+   * `next`: the messages a wake-up carried (delivered without a read when they follow the known position).
    */
-  async #drain(next?: InboxEntry): Promise<void> {
+  async #drain(next?: InboxEntry[]): Promise<void> {
     const size = Math.max(1, this.host.options.window);
     const wakes = this.#wakes;
     const known = this.#known;
     this.#known = undefined;
-    // note: the wake-up carried the user's last message, and the last drain ended at the one before it:
+    // note: the wake-up carried the user's last messages, and the last drain ended at the one before them:
     // the inbox holds nothing else to deliver, as of this wake-up.
-    const carried = next !== undefined && known !== undefined && next.offset === known.offset + 1;
-    const first = carried
-      ? { acked: known, entries: [next] }
-      : await this.host.readFromAcked(this.keys, size);
+    const carried = next !== undefined && known !== undefined && next[0]?.offset === known.offset + 1;
+    const first = carried ? { acked: known, entries: next } : await this.host.readFromAcked(this.keys, size);
     const run: Run = {
       position: first.acked,
       cursor: first.entries.at(-1) ?? first.acked,
@@ -494,6 +502,14 @@ export class UserSession {
   #pause(ms: number): Promise<void> {
     return sleep(ms, this.#stop.signal);
   }
+}
+
+/** Whether the entries' offsets follow one another. */
+function consecutive(entries: readonly InboxEntry[]): boolean {
+  for (let i = 1; i < entries.length; i++) {
+    if ((entries[i] as InboxEntry).offset !== (entries[i - 1] as InboxEntry).offset + 1) return false;
+  }
+  return true;
 }
 
 /** Parses the acked key's value `"<offset> <stream id>"`. */
