@@ -40,9 +40,9 @@ import {
 
 const config = {
   users: Math.round(envNumber('BENCH_RELIABLE_USERS', 100)),
-  messages: Math.round(envNumber('BENCH_RELIABLE_MESSAGES', 20_000)),
+  messages: Math.round(envNumber('BENCH_RELIABLE_MESSAGES', 60_000)),
   window: Math.round(envNumber('BENCH_RELIABLE_WINDOW', 1_000)),
-  warmup: Math.round(envNumber('BENCH_RELIABLE_WARMUP', 2_000)),
+  warmup: Math.round(envNumber('BENCH_RELIABLE_WARMUP', 30_000)),
   lightWindow: Math.round(envNumber('BENCH_RELIABLE_LIGHT_WINDOW', 10)),
   lightMessages: Math.round(envNumber('BENCH_RELIABLE_LIGHT_MESSAGES', 2_000)),
   quietWaitMs: envNumber('BENCH_QUIET_WAIT_MS', 3_000),
