@@ -281,19 +281,16 @@ function withPostgres(machine, groups) {
   };
 }
 
-/** The server's WAL counters (`pg_stat_wal`: the whole server, other users' work included). */
+/**
+ * The server's WAL position in bytes (`pg_current_wal_lsn()`: the whole server, other users' writes
+ * included). note: not `pg_stat_wal`, whose counters the sessions report up to a second late.
+ */
 async function walStats() {
-  const { rows } = await pool.query(
-    'SELECT wal_records::float8 AS records, wal_bytes::float8 AS bytes, wal_sync::float8 AS syncs FROM pg_stat_wal',
-  );
+  const { rows } = await pool.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 AS bytes");
   return rows[0];
 }
 
-const walDelta = (from, to) => ({
-  records: to.records - from.records,
-  bytes: to.bytes - from.bytes,
-  syncs: to.syncs - from.syncs,
-});
+const walDelta = (from, to) => ({ bytes: to.bytes - from.bytes });
 
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id`;
@@ -616,8 +613,7 @@ for (const r of results) {
   // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
   const s = r.raw.cpu.seconds;
   const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
-  const walOf = (w, n) =>
-    `WAL ${(w.bytes / n).toFixed(0)} B in ${(w.records / n).toFixed(1)} records, ${(w.syncs / n).toFixed(2)} syncs`;
+  const walOf = (w, n) => `WAL ${(w.bytes / n).toFixed(0)} B`;
   console.log(
     `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(pgOf(s))} (${pgParts(s, raw)}), ` +
       `bench ${raw(s.bench)}, total ${raw(pgOf(s) + s.bench)}; ${walOf(r.raw.wal, config.commits)} ` +
