@@ -8,7 +8,6 @@
 // (backlogRowsPerSec). Ends with one line `RESULT <json>`. See bench/RELIABLE.md for the knobs.
 import './help.mjs';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import pg from 'pg';
 import { DEMO_HUB_PATH, enqueue, migrate } from '../dist/index.js';
@@ -18,6 +17,7 @@ import {
   cleanup,
   clockOffset,
   cpuSampler,
+  cpuTicks,
   deletePrefix,
   deletePrefixSync,
   dropSchema,
@@ -234,17 +234,6 @@ async function runPostgresPids() {
   return groups;
 }
 
-/** utime + stime of a process in clock ticks; undefined once it has exited. */
-function processTicks(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Adds the Postgres groups' CPU to a `cpuSampler`'s figures (and takes it out of `other`).
  *
@@ -253,7 +242,7 @@ function processTicks(pid) {
  */
 function withPostgres(machine, groups) {
   const start = Object.fromEntries(
-    Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => [pid, processTicks(pid)])]),
+    Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => [pid, cpuTicks(pid)])]),
   );
   const t0 = performance.now();
   return () => {
@@ -263,8 +252,8 @@ function withPostgres(machine, groups) {
       Object.entries(start).map(([name, pids]) => [
         name,
         pids.reduce((sum, [pid, from]) => {
-          const to = processTicks(pid);
-          return sum + (to === undefined || from === undefined ? 0 : to - from);
+          const to = cpuTicks(pid);
+          return sum + (Number.isNaN(to) || Number.isNaN(from) ? 0 : to - from);
         }, 0) / hz,
       ]),
     );

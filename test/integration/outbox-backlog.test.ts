@@ -11,13 +11,13 @@
  * rows stay).
  */
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { OutboxWorker } from '../../src/worker/outbox-worker.js';
 import { range } from '../helpers/outbox.js';
-import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
+import { endpointsFixture } from '../helpers/endpoints-fixture.js';
+import type { RedisServer } from '../helpers/redis-server.js';
 import { uniquePrefix } from '../helpers/redis.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const HUB = '/hubs/demo';
@@ -28,22 +28,11 @@ const PER_A = 60;
 const PER_B = 400;
 
 describe('outbox worker: a pipelined backlog', () => {
-  const servers: RedisServer[] = [];
-  const closers: (() => Promise<unknown> | void)[] = [];
-  let schema: TestSchema | undefined;
-
-  afterEach(async () => {
-    for (const close of closers.splice(0).reverse()) await close();
-    await Promise.allSettled(servers.splice(0).map((s) => s.dispose()));
-    await schema?.drop();
-    schema = undefined;
-  });
+  const fixture = endpointsFixture();
 
   it('relays every user’s rows in id order while an endpoint keeps failing and answering', async () => {
-    schema = await createTestSchema('backlog');
-    const s = schema;
-    const [a, b] = [await startRedisServer(), await startRedisServer()];
-    servers.push(a, b);
+    const s = await fixture.schema('backlog');
+    const [a, b] = (await fixture.redisServers(2)) as [RedisServer, RedisServer];
     const prefix = uniquePrefix('outbox-backlog');
     const onA = ['ann', 'amy', 'abe'];
     const onB = ['bob', 'ben', 'bud'];
@@ -60,12 +49,12 @@ describe('outbox worker: a pipelined backlog', () => {
       pollIntervalMs: 20,
       ackSyncIntervalMs: 60_000,
     });
-    closers.push(() => worker.close());
+    fixture.closeAfter(() => worker.close());
     await worker.start();
     await waitFor(() => worker.stats.passes > 0, { message: 'the first pass (epochs read)' });
 
     const ra = new Redis(a.url);
-    closers.push(() => ra.disconnect());
+    fixture.closeAfter(() => ra.disconnect());
     await ra.config('SET', 'maxmemory-policy', 'noeviction');
     await ra.config('SET', 'maxmemory', '1');
 
