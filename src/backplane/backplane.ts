@@ -115,6 +115,8 @@ export interface ReliableRecipient {
 /** The users this instance holds connections of, for the reliable lane. */
 export interface LocalUsers {
   connectionsOf(userId: string): ReliableRecipient[];
+  /** Whether the user has a connection here; `connectionsOf(userId).length > 0` when left out. */
+  hasConnections?(userId: string): boolean;
 }
 
 export interface ReliableMessage {

@@ -112,6 +112,7 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
     this.#channel = await backplane.open(this.name, this);
     this.#lane = await backplane.openReliable?.(this.name, {
       connectionsOf: (userId) => [...this.registry.resolve({ kind: 'users', ids: [userId] })],
+      hasConnections: (userId) => this.registry.hasUser(userId),
     });
     this.#wheel.start();
   }

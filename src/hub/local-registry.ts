@@ -90,6 +90,11 @@ export class LocalRegistry<C extends Addressable> {
     }
   }
 
+  /** Whether a connection of the user is here. */
+  hasUser(userId: string): boolean {
+    return this.#users.has(userId);
+  }
+
   /** The local connections in the audience, each once. */
   resolve(audience: Audience): Iterable<C> {
     switch (audience.kind) {

@@ -15,8 +15,12 @@ export class EncodedArguments {
 
   /** The arguments, with `last` appended (the reliable lane's `{ messageId, offset }`). */
   static withLast(json: string, last: unknown): EncodedArguments {
-    const tail = JSON.stringify(last);
-    return new EncodedArguments(json === '[]' ? `[${tail}]` : `${json.slice(0, -1)},${tail}]`);
+    return EncodedArguments.withLastJson(json, JSON.stringify(last));
+  }
+
+  /** The arguments, with one more given as JSON text. */
+  static withLastJson(json: string, last: string): EncodedArguments {
+    return new EncodedArguments(json === '[]' ? `[${last}]` : `${json.slice(0, -1)},${last}]`);
   }
 
   get values(): unknown[] {

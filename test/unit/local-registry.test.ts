@@ -274,3 +274,15 @@ describe('LocalRegistry: remove', () => {
     expect(ids(registry, { kind: 'groups', names: ['red'] })).toEqual(['c1', 'c3']);
   });
 });
+
+describe('LocalRegistry: hasUser', () => {
+  it('says whether a connection of the user is here, until the last one leaves', () => {
+    const { registry, c1, c2 } = populated();
+    expect(registry.hasUser('alice')).toBe(true);
+    expect(registry.hasUser('carol')).toBe(false);
+    registry.remove(c1);
+    expect(registry.hasUser('alice')).toBe(true);
+    registry.remove(c2);
+    expect(registry.hasUser('alice')).toBe(false);
+  });
+});

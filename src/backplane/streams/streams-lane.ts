@@ -233,6 +233,11 @@ export class StreamsLane implements ReliableLane, SessionHost {
     return this.#deps.users.connectionsOf(userId);
   }
 
+  hasRecipients(userId: string): boolean {
+    const users = this.#deps.users;
+    return users.hasConnections ? users.hasConnections(userId) : users.connectionsOf(userId).length > 0;
+  }
+
   async readFromAcked(keys: UserKeys, count: number): Promise<InboxRead> {
     const [acked, entries] = await this.#scripts.relayhubRead(keys.acked, keys.inbox, count);
     return { acked: parsePosition(acked), entries: entries.map(parseEntry) };

@@ -58,6 +58,8 @@ export interface SessionHost {
   readonly counters: SessionCounters;
   readonly log: Logger;
   recipients(userId: string): ReliableRecipient[];
+  /** Whether the user has a connection here (what `recipients` would say, without building the list). */
+  hasRecipients(userId: string): boolean;
   /** The acked position and up to `count` entries after it (one round trip). */
   readFromAcked(keys: UserKeys, count: number): Promise<InboxRead>;
   /** Up to `count` entries after `streamId`. */
@@ -209,7 +211,7 @@ export class UserSession {
   }
 
   #present(): boolean {
-    return !this.#closed && this.host.recipients(this.userId).length > 0;
+    return !this.#closed && this.host.hasRecipients(this.userId);
   }
 
   async #loop(next: InboxEntry[] | undefined): Promise<void> {
@@ -266,7 +268,9 @@ export class UserSession {
       for (;;) {
         if (!this.#present()) return;
         if (run.failure) throw run.failure;
-        await this.#handleSettled(run);
+        // note: answers that need Redis (a nack) make this asynchronous; acks are applied at once.
+        const settling = this.#handleSettled(run);
+        if (settling) await settling;
         if (run.failure) throw run.failure;
         this.#advance(run);
         this.#fill(run);
@@ -332,8 +336,9 @@ export class UserSession {
       if (entry.offset <= previous) continue;
       // note: the ack of the entry after a gap moves the acked offset past it (acks are cumulative).
       if (entry.offset > previous + 1) this.#reportGap(previous + 1, entry.offset);
-      const meta: ReliableMeta = { messageId: entry.messageId, offset: entry.offset };
-      const args = EncodedArguments.withLast(entry.argsJson, meta);
+      // note: the ReliableMeta `{ messageId, offset }`, written as JSON at once (no object to stringify)
+      const meta = `{"messageId":${JSON.stringify(entry.messageId)},"offset":${entry.offset}}`;
+      const args = EncodedArguments.withLastJson(entry.argsJson, meta);
       const slot: Slot = { entry, args, state: 'sending', attempt: 0, due: 0 };
       run.window.push(slot);
       this.#send(run, slot);
@@ -369,24 +374,44 @@ export class UserSession {
     this.#notify();
   }
 
-  /** Applies the answers that came in: acks mark their slot done, nacks schedule or dead-letter it. */
-  async #handleSettled(run: Run): Promise<void> {
+  /**
+   * Applies the answers that came in: acks mark their slot done, nacks schedule or dead-letter it. Returns a
+   * promise only when an answer needs Redis (a nack: the acked offset is read first).
+   */
+  #handleSettled(run: Run): Promise<void> | undefined {
+    while (run.settled.length > 0) {
+      const { slot, error } = run.settled[0] as { slot: Slot; error: unknown };
+      if (!this.#settledAtOnce(run, slot, error)) return this.#handleNacks(run);
+      run.settled.shift();
+    }
+    return undefined;
+  }
+
+  /**
+   * Applies an answer that needs no Redis: an ack, a stale answer, or connections that went away (not the
+   * message's fault: it is sent again at once). False for a nack.
+   */
+  #settledAtOnce(run: Run, slot: Slot, error: unknown): boolean {
+    if (slot.state !== 'sending' || !run.window.includes(slot)) return true;
+    if (error === undefined) {
+      slot.state = 'done';
+      run.streak++;
+      return true;
+    }
+    const errors = error instanceof AggregateError ? error.errors : [error];
+    if (!errors.every((e) => e instanceof RelayhubError && e.code === 'ERR_CONNECTION_CLOSED')) return false;
+    slot.attempt--;
+    slot.state = 'waiting';
+    slot.due = 0;
+    return true;
+  }
+
+  /** {@link #handleSettled} from a nack on: reads the acked offset, then redelivers or dead-letters. */
+  async #handleNacks(run: Run): Promise<void> {
     while (run.settled.length > 0) {
       const { slot, error } = run.settled.shift() as { slot: Slot; error: unknown };
-      if (slot.state !== 'sending' || !run.window.includes(slot)) continue;
-      if (error === undefined) {
-        slot.state = 'done';
-        run.streak++;
-        continue;
-      }
+      if (this.#settledAtOnce(run, slot, error)) continue;
       const errors = error instanceof AggregateError ? error.errors : [error];
-      if (errors.every((e) => e instanceof RelayhubError && e.code === 'ERR_CONNECTION_CLOSED')) {
-        // note: the connections went away: not the message's fault; send it again at once.
-        slot.attempt--;
-        slot.state = 'waiting';
-        slot.due = 0;
-        continue;
-      }
       const reason = errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ');
       run.streak = 0;
       const acked = await this.host.acked(this.keys);
