@@ -34,6 +34,11 @@ export function connectionTokenSecretFrom(jwtSecret: string): string {
 /** What a valid token says. */
 export interface TokenClaims {
   connectionId: string;
+  /**
+   * The token itself, re-encoded from its bytes: equal to the one presented, but a string of its own
+   * (the presented one is sliced from the request's URL, which a connection would otherwise keep alive).
+   */
+  token: string;
   /** Negotiate offered stateful reconnect. */
   stateful: boolean;
   /** This process issued it (the HTTP transports accept only those: they need affinity). */
@@ -114,7 +119,8 @@ export class ConnectionTokens {
     if (token.length !== TOKEN_CHARS) return { ok: false, status: 404, reason: 'malformed' };
     const bytes = Buffer.from(token, 'base64url');
     // note: Buffer.from skips characters outside the alphabet, so a mangled token comes out shorter.
-    if (bytes.length !== TOKEN_BYTES || bytes[0] !== VERSION || bytes.toString('base64url') !== token) {
+    const canonical = bytes.toString('base64url');
+    if (bytes.length !== TOKEN_BYTES || bytes[0] !== VERSION || canonical !== token) {
       return { ok: false, status: 404, reason: 'malformed' };
     }
     if (!timingSafeEqual(this.#mac(bytes), bytes.subarray(AT_MAC))) {
@@ -130,6 +136,7 @@ export class ConnectionTokens {
       ok: true,
       claims: {
         connectionId: bytes.subarray(AT_ID, AT_EXPIRY).toString('base64url'),
+        token: canonical,
         stateful: ((bytes[AT_FLAGS] as number) & STATEFUL) !== 0,
         issuedHere: bytes.subarray(AT_ISSUER, AT_USER).equals(this.#issuer),
       },
@@ -198,6 +205,6 @@ export function connectionForToken(
   if (!options.anyInstance && !check.claims.issuedHere) return 404;
   return hub.createConnection(principal, {
     statefulReconnect: check.claims.stateful,
-    ids: { connectionId: check.claims.connectionId, token },
+    ids: { connectionId: check.claims.connectionId, token: check.claims.token },
   });
 }

@@ -23,7 +23,7 @@ import {
 import type { Principal } from './auth.js';
 import type { CallerClients, GroupManager } from './clients.js';
 import { type ConnectionContext, type HubDefinition, isStreamingMethod } from './hub.js';
-import { EMPTY_REQUEST, type HubRequest } from './hub-request.js';
+import { DeferredRequest, EMPTY_REQUEST, type HubRequest } from './hub-request.js';
 import type { Addressable } from './local-registry.js';
 import { type ClientErrorKind, LogBudget, truncateForLog } from './client-errors.js';
 import type { HubCounters } from '../metrics/hub-stats.js';
@@ -92,8 +92,8 @@ export class Connection implements Addressable {
   readonly token: string;
   readonly userId: string | undefined;
   readonly claims: Principal['claims'];
-  /** The request that bound the current socket (or how to snapshot it on first use). */
-  #request: HubRequest | (() => HubRequest) = EMPTY_REQUEST;
+  /** The request that bound the current socket (or what snapshots it on first use). */
+  #request: HubRequest | DeferredRequest = EMPTY_REQUEST;
 
   #state: State = 'pending';
   #transport: Transport | undefined;
@@ -163,11 +163,11 @@ export class Connection implements Addressable {
 
   /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
   get request(): HubRequest {
-    if (typeof this.#request === 'function') this.#request = this.#request();
+    if (this.#request instanceof DeferredRequest) this.#request = this.#request.get();
     return this.#request;
   }
 
-  set request(request: HubRequest | (() => HubRequest)) {
+  set request(request: HubRequest | DeferredRequest) {
     this.#request = request;
   }
 

@@ -21,7 +21,7 @@ import {
   serverTimeouts,
 } from './http-edge.js';
 import type { HubContext, HubDefinition } from './hub.js';
-import { deferredSnapshot, type HubRequest, snapshotRequest } from './hub-request.js';
+import { DeferredRequest, type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
 import { WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
@@ -433,8 +433,8 @@ export class HubServer {
     if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     // note: taken on first use (authorize, ctx.request): the connection keeps it for its whole life.
-    const request = deferredSnapshot(req, url);
-    const access = await this.#admit(mapped, req, url, request);
+    const request = new DeferredRequest(req, url);
+    const access = await this.#admit(mapped, req, url, () => request.get());
     if (access.status !== 200) {
       return rejectUpgrade(socket, access.status, access.status === 401 ? 'Unauthorized' : 'Forbidden');
     }
@@ -458,6 +458,8 @@ export class HubServer {
     }
     const bound = connection;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      // note: the WebSocket has its own 'error' listener now (which destroys the socket too).
+      socket.off('error', destroySocket);
       if (!bound.acceptsSocket || this.#closing) {
         ws.close(1001);
         return;
