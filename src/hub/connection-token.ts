@@ -76,6 +76,7 @@ export class ConnectionTokens {
   readonly #now: () => number;
   /** Tokens whose connection ended on this instance, until they expire (by insertion: end time). */
   readonly #spent = new Map<string, number>();
+  #anonymousTag: Buffer | undefined;
   /** Whether the key came from the options (shared) rather than this process. */
   readonly shared: boolean;
 
@@ -175,6 +176,12 @@ export class ConnectionTokens {
   }
 
   #userTag(userId: string | undefined): Buffer {
+    // note: the anonymous tag is the same for every token: computed once, not twice per connection.
+    if (userId === undefined) return (this.#anonymousTag ??= this.#tagOf(undefined));
+    return this.#tagOf(userId);
+  }
+
+  #tagOf(userId: string | undefined): Buffer {
     // note: anonymous ('\0') and every user id ('\x01' + id) hash apart, the empty id included.
     return createHmac('sha256', this.#key)
       .update('relayhub connection user\0')

@@ -23,7 +23,7 @@ import {
 import type { HubContext, HubDefinition } from './hub.js';
 import { DeferredRequest, type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
-import { WebSocketTransport } from '../transport/websocket.js';
+import { WebSocketSet, WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
 import { runChecks } from './health-checks.js';
@@ -115,6 +115,8 @@ export class HubServer {
   /** By lower-cased path: hub paths match case-insensitively, as ASP.NET routing does. */
   readonly #hubs = new Map<string, MappedHub>();
   readonly #wss: WebSocketServer;
+  /** The open WebSockets (ws's own client tracking is off: it costs every socket a closure and more). */
+  readonly #sockets: WebSocketSet;
   #http: Server | undefined;
   readonly #metrics: MetricsCollector;
   readonly #cors: CorsPolicy;
@@ -180,8 +182,12 @@ export class HubServer {
       hubs: () => [...this.#hubs.values()].map((mapped) => mapped.runtime),
       backplane: this.#backplane,
     });
+    this.#sockets = new WebSocketSet(this.#options.maxBufferedBytesPerClient);
     this.#wss = new WebSocketServer({
       noServer: true,
+      clientTracking: false,
+      // note: pings are answered by the transport's shared listener (ws's keeps a closure per socket).
+      autoPong: false,
       perMessageDeflate: false,
       // note: a frame may batch many records; each record is checked against maximumReceiveMessageSize.
       maxPayload: maxPayloadBytes(this.#options),
@@ -460,12 +466,10 @@ export class HubServer {
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       // note: the WebSocket has its own 'error' listener now (which destroys the socket too).
       socket.off('error', destroySocket);
-      if (!bound.acceptsSocket || this.#closing) {
-        ws.close(1001);
-        return;
-      }
+      const transport = new WebSocketTransport(ws, this.#sockets);
+      if (!bound.acceptsSocket || this.#closing) return transport.refuse(1001);
       bound.request = request;
-      bound.attach(new WebSocketTransport(ws));
+      bound.attach(transport);
     });
   }
 
@@ -512,7 +516,7 @@ export class HubServer {
       await attempt(
         () =>
           new Promise<void>((resolve) => {
-            for (const ws of this.#wss.clients) ws.terminate();
+            this.#sockets.terminateAll();
             this.#wss.close(() => resolve());
           }),
       );
