@@ -92,6 +92,8 @@ export class Connection implements Addressable {
   readonly token: string;
   readonly userId: string | undefined;
   readonly claims: Principal['claims'];
+  /** The slot of the hub's timer wheel this connection is in (kept by the wheel). */
+  wheelSlot: number | undefined = undefined;
   /** The request that bound the current socket (or what snapshots it on first use). */
   #request: HubRequest | DeferredRequest = EMPTY_REQUEST;
 
