@@ -8,7 +8,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
-import { WebSocketServer } from 'ws';
+import { type Server as WsServer, WebSocketServer } from 'ws';
 import type { Backplane, BackplaneHealth } from '../backplane/backplane.js';
 import { type BackplaneKind, createBackplane, type RedisOption } from '../backplane/create-backplane.js';
 import { type HubOptions, resolveHubOptions } from '../config.js';
@@ -23,7 +23,7 @@ import {
 import type { HubContext, HubDefinition } from './hub.js';
 import { DeferredRequest, type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
-import { WebSocketSet, WebSocketTransport } from '../transport/websocket.js';
+import { HubWebSocket, WebSocketSet, WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
 import { runChecks } from './health-checks.js';
@@ -114,7 +114,7 @@ export class HubServer {
   readonly #fallback: RequestListener | undefined;
   /** By lower-cased path: hub paths match case-insensitively, as ASP.NET routing does. */
   readonly #hubs = new Map<string, MappedHub>();
-  readonly #wss: WebSocketServer;
+  readonly #wss: WsServer<typeof HubWebSocket>;
   /** The open WebSockets (ws's own client tracking is off: it costs every socket a closure and more). */
   readonly #sockets: WebSocketSet;
   #http: Server | undefined;
@@ -185,6 +185,7 @@ export class HubServer {
     this.#sockets = new WebSocketSet(this.#options.maxBufferedBytesPerClient);
     this.#wss = new WebSocketServer({
       noServer: true,
+      WebSocket: HubWebSocket,
       clientTracking: false,
       // note: pings are answered by the transport's shared listener (ws's keeps a closure per socket).
       autoPong: false,
