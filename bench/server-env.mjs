@@ -16,8 +16,8 @@ export function withoutServerSettings(environment) {
   return copy;
 }
 
-/** `node` arguments of `relayhub serve` on a free loopback port with the PUB/SUB backplane, plus `extra`. */
-export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
+/** `node` arguments of `relayhub serve` on a free loopback port with the `backplane` given, plus `extra`. */
+export function serveArgs(backplane, redisUrl, channelPrefix, extra = []) {
   return [
     'dist/cli/main.js',
     'serve',
@@ -26,13 +26,18 @@ export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
     '--host',
     '127.0.0.1',
     '--backplane',
-    'pubsub',
+    backplane,
     '--redis-url',
     redisUrl,
     '--channel-prefix',
     channelPrefix,
     ...extra,
   ];
+}
+
+/** `node` arguments of `relayhub serve` on a free loopback port with the PUB/SUB backplane, plus `extra`. */
+export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
+  return serveArgs('pubsub', redisUrl, channelPrefix, extra);
 }
 
 /** `node` arguments of bench/socketio-server.mjs (socket.io + Redis adapter) on a free loopback port. */

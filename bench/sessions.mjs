@@ -35,7 +35,7 @@ import {
   sleep,
   track,
 } from './reliable-lib.mjs';
-import { withoutServerSettings } from './server-env.mjs';
+import { serveArgs, withoutServerSettings } from './server-env.mjs';
 
 const users = Math.round(envNumber('BENCH_SESSIONS_USERS', 10_000));
 const window = Math.round(envNumber('BENCH_SESSIONS_WINDOW', 1_000));
@@ -68,24 +68,14 @@ function startHub() {
     '--expose-gc',
     '--import',
     `data:text/javascript,${encodeURIComponent(GC_ON_SIGNAL)}`,
-    'dist/cli/main.js',
-    'serve',
-    '--port',
-    '0',
-    '--host',
-    '127.0.0.1',
-    '--backplane',
-    'streams',
-    '--redis-url',
-    redisUrl,
-    '--channel-prefix',
-    prefix,
-    '--instance-id',
-    `${prefix}-hub`,
-    '--jwt-secret',
-    secret,
-    '--max-connections-per-address',
-    '0',
+    ...serveArgs('streams', redisUrl, prefix, [
+      '--instance-id',
+      `${prefix}-hub`,
+      '--jwt-secret',
+      secret,
+      '--max-connections-per-address',
+      '0',
+    ]),
   ];
   const quoted = args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
   const want = users + 1_000;
