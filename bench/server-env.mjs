@@ -44,3 +44,20 @@ export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
 export function socketioServerArgs(redisUrl, key) {
   return ['bench/socketio-server.mjs', '--port', '0', '--redis-url', redisUrl, '--key', key];
 }
+
+/**
+ * `node` flags that make a server force a full GC on SIGUSR2 (two `gc()` calls) and then print one line
+ * `GC-MEMORY <process.memoryUsage() as JSON>`: the benches read the heap that is really live.
+ */
+export const GC_ON_SIGNAL_ARGS = [
+  '--expose-gc',
+  '--import',
+  `data:text/javascript,${encodeURIComponent(
+    "process.on('SIGUSR2', () => { globalThis.gc(); globalThis.gc(); console.log('GC-MEMORY ' + JSON.stringify(process.memoryUsage())); });",
+  )}`,
+];
+
+/** The `process.memoryUsage()` of a `GC-MEMORY` line of {@link GC_ON_SIGNAL_ARGS}, else undefined. */
+export function gcMemoryOf(line) {
+  return line.startsWith('GC-MEMORY ') ? JSON.parse(line.slice('GC-MEMORY '.length)) : undefined;
+}

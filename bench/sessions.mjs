@@ -35,7 +35,7 @@ import {
   sleep,
   track,
 } from './reliable-lib.mjs';
-import { serveArgs, withoutServerSettings } from './server-env.mjs';
+import { GC_ON_SIGNAL_ARGS, gcMemoryOf, serveArgs, withoutServerSettings } from './server-env.mjs';
 
 const users = Math.round(envNumber('BENCH_SESSIONS_USERS', 10_000));
 const window = Math.round(envNumber('BENCH_SESSIONS_WINDOW', 1_000));
@@ -59,15 +59,10 @@ const load = () =>
     .map((l) => l.toFixed(2))
     .join(' ');
 
-// note: run in the hub before its own code: on SIGUSR2, two full GCs, then one line with the memory.
-const GC_ON_SIGNAL = `process.on('SIGUSR2', () => { globalThis.gc(); globalThis.gc(); console.log('GC-MEMORY ' + JSON.stringify(process.memoryUsage())); });`;
-
 /** The hub, under `ulimit -n` as high as the hard limit allows; resolves once it listens. */
 function startHub() {
   const args = [
-    '--expose-gc',
-    '--import',
-    `data:text/javascript,${encodeURIComponent(GC_ON_SIGNAL)}`,
+    ...GC_ON_SIGNAL_ARGS,
     ...serveArgs('streams', redisUrl, prefix, [
       '--instance-id',
       `${prefix}-hub`,
@@ -126,10 +121,11 @@ function memoryAfterGc(hub) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('the hub did not answer SIGUSR2 within 30 s')), 30_000);
     const onLine = (line) => {
-      if (!line.startsWith('GC-MEMORY ')) return;
+      const memory = gcMemoryOf(line);
+      if (!memory) return;
       hub.off('line', onLine);
       clearTimeout(timer);
-      resolve(JSON.parse(line.slice('GC-MEMORY '.length)));
+      resolve(memory);
     };
     hub.on('line', onLine);
     hub.kill('SIGUSR2');
