@@ -37,9 +37,10 @@ const phase = {
   lastAt: 0,
 };
 
-function startPhase(id, expected) {
+function startPhase(id, expected, progressMs = 0) {
   phase.id = id;
   phase.expected = expected;
+  phase.progressMs = progressMs;
   phase.recv = new Float64Array(expected);
   phase.lat = new Float64Array(expected);
   phase.received = 0;
@@ -65,15 +66,21 @@ function record(meta, at) {
   return true;
 }
 
-let progressScheduled = false;
-/** Tells the parent how many messages were acked so far, at most once per event-loop turn. */
+let progressScheduled;
+/**
+ * Tells the parent how many messages were acked so far: at most once per event-loop turn, or (an open-loop
+ * phase, whose producer does not wait for acks) once per `progressMs`, and at once when all have come.
+ */
 function progress() {
-  if (progressScheduled) return;
-  progressScheduled = true;
-  setImmediate(() => {
-    progressScheduled = false;
+  const report = () => {
+    if (phase.progressMs > 0) clearTimeout(progressScheduled);
+    else clearImmediate(progressScheduled);
+    progressScheduled = undefined;
     send({ type: 'progress', phase: phase.id, acked: phase.received, at: phase.lastAt });
-  });
+  };
+  if (phase.received >= phase.expected) return report();
+  if (progressScheduled) return;
+  progressScheduled = phase.progressMs > 0 ? setTimeout(report, phase.progressMs) : setImmediate(report);
 }
 
 // ---- relayhub clients -------------------------------------------------------------------------------
@@ -242,7 +249,7 @@ process.on('message', async (message) => {
       case 'connect':
         return send({ type: 'connected', ms: await connectAll(message) });
       case 'phase':
-        startPhase(message.phase, message.expected);
+        startPhase(message.phase, message.expected, message.progressMs);
         if (raw) raw.acked = 0;
         return send({ type: 'phase-ready', phase: message.phase });
       case 'raw-start':

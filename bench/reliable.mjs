@@ -40,9 +40,9 @@ import {
 
 const config = {
   users: Math.round(envNumber('BENCH_RELIABLE_USERS', 100)),
-  messages: Math.round(envNumber('BENCH_RELIABLE_MESSAGES', 20_000)),
+  messages: Math.round(envNumber('BENCH_RELIABLE_MESSAGES', 60_000)),
   window: Math.round(envNumber('BENCH_RELIABLE_WINDOW', 1_000)),
-  warmup: Math.round(envNumber('BENCH_RELIABLE_WARMUP', 2_000)),
+  warmup: Math.round(envNumber('BENCH_RELIABLE_WARMUP', 30_000)),
   lightWindow: Math.round(envNumber('BENCH_RELIABLE_LIGHT_WINDOW', 10)),
   lightMessages: Math.round(envNumber('BENCH_RELIABLE_LIGHT_MESSAGES', 2_000)),
   quietWaitMs: envNumber('BENCH_QUIET_WAIT_MS', 3_000),
@@ -182,7 +182,7 @@ try {
       (i, meta) => producer.send({ userId: user(i), target: 'bench', args: [meta] }),
       1,
     );
-    results.extra = await extraPhases(producer, hub1, hub2, clients, clock.offset);
+    results.extra = await extraPhases(producer, hub1, hub2, clients, clock.offset, pids);
   } finally {
     await producer.close();
   }
@@ -277,7 +277,7 @@ function inversions(recv) {
 }
 
 /** Phases on the relayhub lane alone: one user, paced, recovery after a pause, and Redis memory. */
-async function extraPhases(producer, hub1, hub2, clients, offset) {
+async function extraPhases(producer, hub1, hub2, clients, offset, pids) {
   const send = (userId, meta) => producer.send({ userId, target: 'bench', args: [meta] });
   const out = {};
   await waitForQuiet(hz, config.quietWaitMs);
@@ -297,6 +297,7 @@ async function extraPhases(producer, hub1, hub2, clients, offset) {
   // paced: an open-loop rate over every user
   await waitForQuiet(hz, config.quietWaitMs);
   const pacedCount = Math.round(config.rate * config.rateSeconds);
+  const pacedCpu = cpuSampler(pids, hz);
   const rated = await runPhase(clients, {
     phase: 11,
     count: pacedCount,
@@ -304,7 +305,9 @@ async function extraPhases(producer, hub1, hub2, clients, offset) {
     sendOne: paced(config.rate, (i, meta) => send(user(i), meta)),
     offset,
   });
+  rated.cpu = pacedCpu();
   out.paced = { rate: config.rate, ...pick(rated) };
+  out.pacedCpu = rated;
   console.log(
     `  relayhub, paced at ${fmt(config.rate)}/s: ${fmt(rated.received)}/${fmt(pacedCount)}, ` +
       `${fmt(rated.perSecond)}/s, p50 ${ms(rated.p50)}, p99 ${ms(rated.p99)}, max ${ms(rated.max)}`,
@@ -378,7 +381,14 @@ async function redisMemory(producer) {
   // idle users: the bench users, everything acked (their inboxes empty), no keyed send
   const idleUsers = Array.from({ length: config.users }, (_, i) => user(i));
   const idle = (await usage(idleUsers.flatMap(userKeys))) / idleUsers.length;
-  const deliveries = await usage([1, 2].map((n) => `${base}:{i:${prefix}-hub-${n}}:deliveries`));
+  const streams = [1, 2].map((n) => `${base}:{i:${prefix}-hub-${n}}:deliveries`);
+  // note: a hub deletes the wake-ups it consumed every 20 ms: wait (up to 2 s) until they are gone.
+  for (let tries = 0; tries < 100; tries++) {
+    const lengths = await Promise.all(streams.map((key) => admin.xlen(key)));
+    if (lengths.every((n) => n === 0)) break;
+    await delay(20);
+  }
+  const deliveries = await usage(streams);
   // offline users: keyed sends (outbox-like ids) queued, then the same acked (simulated: the ack script)
   const offline = Array.from({ length: 100 }, (_, i) => `off${i}`);
   const perUser = Math.ceil(config.memoryMessages / offline.length);
@@ -524,6 +534,10 @@ console.log(`  relayhub, window ${config.window}: ${cpuPerMessage(relayhub)}`);
 console.log(`  relayhub, window ${config.lightWindow}: ${cpuPerMessage(relayhub.light)}`);
 console.log(`  raw, window ${config.window}: ${cpuPerMessage(raw)}`);
 console.log(`  raw, window ${config.lightWindow}: ${cpuPerMessage(raw.light)}`);
+console.log(
+  `  relayhub, paced ${config.rate}/s: ${cpuPerMessage(results.extra.pacedCpu)} ` +
+    `(the rest of the machine meanwhile: ${results.extra.pacedCpu.cpu.other} % of a core)`,
+);
 
 // note: commandstats counts the commands a script runs (get, set, xadd... inside evalsha) as well as the
 // script itself, whose time includes theirs.

@@ -7,6 +7,8 @@
  * Implementations: `MemoryBackplane` (one process), the Redis PUB/SUB backplane and the Redis Streams
  * backplane (later). They all pass the shared contract suite in `test/contract/`.
  */
+import type { EncodedArguments } from '../protocol/encoded-arguments.js';
+
 export type Audience =
   | { kind: 'all'; except?: readonly string[] }
   | { kind: 'connections'; ids: readonly string[] }
@@ -100,8 +102,12 @@ export interface HubChannel {
 
 /** A connection as the reliable lane sees it. */
 export interface ReliableRecipient {
-  /** Invokes a client method with an invocation id and resolves with the client's answer (its ack). */
-  invoke(target: string, args: unknown[], timeoutMs: number): Promise<unknown>;
+  /**
+   * Invokes a client method with an invocation id and resolves with the client's answer (its ack). The
+   * lane passes the arguments as {@link EncodedArguments} (JSON text, parsed only for a protocol that needs
+   * the values).
+   */
+  invoke(target: string, args: unknown[] | EncodedArguments, timeoutMs: number): Promise<unknown>;
   /** Writes a formatted record without waiting for an answer. */
   write(frame: string): void;
 }

@@ -7,6 +7,7 @@ import {
   parseHandshakeRequest,
   splitHandshake,
 } from '../protocol/handshake.js';
+import { EncodedArguments } from '../protocol/encoded-arguments.js';
 import { concatFrames, type Frame, type HubProtocol } from '../protocol/hub-protocol.js';
 import { checkRecordSize, jsonProtocol, splitRecords } from '../protocol/json/json-protocol.js';
 import { messagePackProtocol } from '../protocol/messagepack/messagepack-protocol.js';
@@ -337,7 +338,7 @@ export class Connection implements Addressable {
    * Invokes `target` on this client and resolves with its answer (a client result).
    * Rejects on the client's error, after `timeoutMs`, or when the connection ends.
    */
-  invoke(target: string, args: unknown[], timeoutMs: number): Promise<unknown> {
+  invoke(target: string, args: unknown[] | EncodedArguments, timeoutMs: number): Promise<unknown> {
     if (this.#state === 'ended') return Promise.reject(closedError(this.connectionId));
     const invocationId = `s${this.#nextInvocationId++}`;
     return new Promise((resolve, reject) => {
@@ -352,7 +353,9 @@ export class Connection implements Addressable {
       }, timeoutMs);
       (this.#results ??= new Map()).set(invocationId, { resolve, reject, timer });
       this.#send(
-        this.#protocol.write({ type: MessageType.Invocation, invocationId, target, arguments: args }),
+        args instanceof EncodedArguments
+          ? args.invocation(this.#protocol, invocationId, target)
+          : this.#protocol.write({ type: MessageType.Invocation, invocationId, target, arguments: args }),
         true,
       );
     });

@@ -16,7 +16,14 @@ import { keySlot } from '../../redis/slot.js';
 import type { ReliableMessage, ReliableSendResult } from '../backplane.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { SendBatcher } from './send-batcher.js';
-import { ACK_SCRIPT, BEAT_USER_SCRIPT, READ_SCRIPT, ROUTE_SCRIPT, SEND_SCRIPT } from './scripts.js';
+import {
+  ACK_MANY_SCRIPT,
+  ACK_SCRIPT,
+  BEAT_USER_SCRIPT,
+  READ_SCRIPT,
+  ROUTE_SCRIPT,
+  SEND_SCRIPT,
+} from './scripts.js';
 
 /** Delivery wake-ups kept per instance stream (they are tiny; the messages live in the inboxes). */
 export const DELIVERY_STREAM_MAX = 100_000;
@@ -47,6 +54,8 @@ export interface LaneScripts {
     streamId: string,
     maxAgeMs: number,
   ): Promise<number>;
+  /** `keyCount` keys: acked, inbox per user; then the max age and, per user, offset and stream id. */
+  relayhubAckMany(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<number[]>;
   relayhubRead(acked: string, inbox: string, count: number): Promise<[string, [string, string[]][]]>;
   /** `keyCount` keys: presence, seq, acked per user; then the instance id. */
   relayhubBeatUsers(keyCount: number, ...keysThenInstance: (string | number)[]): Promise<number[]>;
@@ -57,6 +66,7 @@ export function laneScripts(redis: RedisClient): LaneScripts & RedisClient {
   redis.defineCommand('relayhubSend', { numberOfKeys: 4, lua: SEND_SCRIPT });
   redis.defineCommand('relayhubRoute', { numberOfKeys: 2, lua: ROUTE_SCRIPT });
   redis.defineCommand('relayhubAck', { numberOfKeys: 2, lua: ACK_SCRIPT });
+  redis.defineCommand('relayhubAckMany', { lua: ACK_MANY_SCRIPT });
   redis.defineCommand('relayhubRead', { numberOfKeys: 2, lua: READ_SCRIPT });
   redis.defineCommand('relayhubBeatUsers', { lua: BEAT_USER_SCRIPT });
   return redis as unknown as LaneScripts & RedisClient;

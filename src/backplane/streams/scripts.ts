@@ -6,6 +6,13 @@
  * send script still routes in the same atomic step (no window at all), which a Cluster would refuse.
  */
 
+/**
+ * The most argument characters (JSON) a wake-up carries along with its messages (see {@link SEND_SCRIPT}):
+ * bigger messages are read from the inbox, so that a paused instance's delivery stream (up to
+ * `DELIVERY_STREAM_MAX` entries) stays small.
+ */
+export const WAKEUP_PAYLOAD_MAX = 512;
+
 /** ARGV entries per message in {@link SEND_SCRIPT}, after the common ones. */
 export const SEND_ARGS_PER_MESSAGE = 4;
 
@@ -26,6 +33,11 @@ export const SEND_ARGS_PER_MESSAGE = 4;
  * then per message: message id, target, args (JSON), "1" when the message id is an idempotency key
  * Returns { message count, then per message: offset, message id, 1 if it was a duplicate else 0, then the
  * instance ids to route to... }.
+ *
+ * A wake-up carries the user id and the last offset (`u`, `o`); when the arguments of the messages the call
+ * appended are at most {@link WAKEUP_PAYLOAD_MAX} characters together, also their inbox entries in offset
+ * order (per message `s` stream id, `m`, `t`, `a`; their offsets end at `o`), so that a session caught up to
+ * the offset before them delivers them without a read.
  */
 export const SEND_SCRIPT = `
 local maxLength = tonumber(ARGV[1])
@@ -35,6 +47,8 @@ local count = (#ARGV - 5) / ${SEND_ARGS_PER_MESSAGE}
 local reply = { count }
 local last = 0
 local keyed = false
+local fresh = {}
+local carried = 0
 for i = 0, count - 1 do
   local base = 5 + i * ${SEND_ARGS_PER_MESSAGE}
   local mid = ARGV[base + 1]
@@ -46,7 +60,9 @@ for i = 0, count - 1 do
     table.insert(reply, 1)
   else
     local offset = redis.call('INCR', KEYS[1])
-    redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
+    local id = redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
+    table.insert(fresh, { id, base })
+    carried = carried + #ARGV[base + 3]
     if ARGV[base + 4] == '1' then
       redis.call('ZADD', KEYS[4], offset, mid)
       keyed = true
@@ -70,10 +86,21 @@ if keyed then
 end
 if inline then
   if last > 0 then
+    -- note: small messages travel in their wake-up, so that a session caught up to the one before them
+    -- delivers them without reading the inbox (the entries stay the truth: the ack checks them).
+    local wakeup = { 'u', ARGV[4], 'o', last }
+    if carried <= ${WAKEUP_PAYLOAD_MAX} and #fresh <= maxLength then
+      for _, m in ipairs(fresh) do
+        local base = m[2]
+        for _, v in ipairs({ 's', m[1], 'm', ARGV[base + 1], 't', ARGV[base + 2], 'a', ARGV[base + 3] }) do
+          table.insert(wakeup, v)
+        end
+      end
+    end
     for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
       local ikey = ARGV[3] .. instance .. '}'
       if redis.call('EXISTS', ikey .. ':alive') == 1 then
-        redis.call('XADD', ikey .. ':deliveries', 'MAXLEN', '~', ARGV[5], '*', 'u', ARGV[4], 'o', last)
+        redis.call('XADD', ikey .. ':deliveries', 'MAXLEN', '~', ARGV[5], '*', unpack(wakeup))
       else
         redis.call('SREM', KEYS[3], instance)
       end
@@ -112,19 +139,40 @@ return 1
  * Returns 1 when it advanced, 0 when the recorded offset was already there or beyond, -1 when the inbox
  * does not hold that entry (a stale ack).
  */
-export const ACK_SCRIPT = `
-local current = redis.call('GET', KEYS[1])
-if current and tonumber(string.match(current, '^(%d+)')) >= tonumber(ARGV[1]) then return 0 end
-local entry = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
-if #entry == 0 then return -1 end
-local fields = entry[1][2]
-local offset = nil
-for i = 1, #fields, 2 do if fields[i] == 'o' then offset = fields[i + 1] end end
-if offset ~= ARGV[1] then return -1 end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
-local ms, seq = string.match(ARGV[2], '^(%d+)-(%d+)$')
-redis.call('XTRIM', KEYS[2], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
-return 1
+const ACK_STEP = `
+local function ack(ackedKey, inboxKey, offset, streamId, maxAge)
+  local current = redis.call('GET', ackedKey)
+  if current and tonumber(string.match(current, '^(%d+)')) >= tonumber(offset) then return 0 end
+  local entry = redis.call('XRANGE', inboxKey, streamId, streamId)
+  if #entry == 0 then return -1 end
+  local fields = entry[1][2]
+  local found = nil
+  for i = 1, #fields, 2 do if fields[i] == 'o' then found = fields[i + 1] end end
+  if found ~= offset then return -1 end
+  redis.call('SET', ackedKey, offset .. ' ' .. streamId, 'PX', maxAge)
+  local ms, seq = string.match(streamId, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', inboxKey, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+  return 1
+end
+`;
+
+export const ACK_SCRIPT = `${ACK_STEP}
+return ack(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+`;
+
+/**
+ * {@link ACK_SCRIPT} for many users at once (one node only: their keys are in different slots).
+ *
+ * KEYS (per user, in twos) acked, inbox
+ * ARGV[1] max age (ms), then per user: offset, the message's stream id
+ * Returns ACK_SCRIPT's answer per user, in order.
+ */
+export const ACK_MANY_SCRIPT = `${ACK_STEP}
+local reply = {}
+for i = 1, #KEYS, 2 do
+  table.insert(reply, ack(KEYS[i], KEYS[i + 1], ARGV[i + 1], ARGV[i + 2], ARGV[1]))
+end
+return reply
 `;
 
 /**

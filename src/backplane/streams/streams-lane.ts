@@ -99,6 +99,17 @@ export const DEFAULT_RELIABLE_OPTIONS: Readonly<ReliableOptions> = Object.freeze
 });
 
 const READ_COUNT = 200;
+/**
+ * The shortest time between two reads of the delivery stream while it has wake-ups: a busy instance
+ * writes one read per this time instead of one per wake-up (a socket write costs more than the read).
+ */
+const READ_INTERVAL_MS = 2;
+/** How long a client's ack waits for others to go to Redis with (it delays no delivery). */
+const ACK_DELAY_MS = 2;
+/** The most acks sent together (one script on one node). */
+const ACK_BATCH = 100;
+/** How long consumed wake-ups wait to be acknowledged together (fewer writes at a moderate rate). */
+const CONSUME_DELAY_MS = 20;
 /** Users re-registered by one heartbeat script on one node. */
 const BEAT_USERS_PER_SCRIPT = 200;
 
@@ -115,6 +126,16 @@ export interface StreamsLaneDeps {
   options: ReliableOptions;
   log: Logger;
   onDeadLetter?: (letter: DeadLetter) => void | Promise<void>;
+}
+
+/** A client's ack waiting to go to Redis. */
+interface PendingAck {
+  keys: UserKeys;
+  offset: number;
+  streamId: string;
+  count: number;
+  resolve: (advanced: boolean) => void;
+  reject: (error: unknown) => void;
 }
 
 /** A message the lane gave up on. */
@@ -149,6 +170,9 @@ export class StreamsLane implements ReliableLane, SessionHost {
   #reading: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #toAck: string[] = [];
+  #acks: PendingAck[] = [];
+  #ackTimer: NodeJS.Timeout | undefined;
+  #consumeTimer: NodeJS.Timeout | undefined;
   /** The sends of one event-loop turn, sent together. */
   readonly #batcher = new SendBatcher((messages) =>
     sendReliableBatch(this.#scripts, this.#deps.keys, this.options, messages, this.#deps.durability),
@@ -224,21 +248,54 @@ export class StreamsLane implements ReliableLane, SessionHost {
     return parsePosition(await this.redis.get(keys.acked));
   }
 
-  async ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<void> {
-    const advanced = await this.#scripts.relayhubAck(
-      keys.acked,
-      keys.inbox,
-      offset,
-      streamId,
-      this.options.maxAgeMs,
-    );
-    // note: -1: this Redis never held that entry (it restarted empty or failed over meanwhile): the ack
-    // belongs to an older generation and must not acknowledge what was relayed again under its offset.
-    if (Number(advanced) === -1) {
-      this.log.info({ offset, streamId }, 'stale ack ignored: the inbox no longer holds that entry');
+  /**
+   * Acks wait up to {@link ACK_DELAY_MS} (or until {@link ACK_BATCH} are waiting) and go to Redis together:
+   * on one node in one script per {@link ACK_BATCH} users, on a Cluster one script per user, pipelined per node.
+   */
+  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#acks.push({ keys, offset, streamId, count, resolve, reject });
+      if (this.#acks.length >= ACK_BATCH) this.#flushAcks();
+      else this.#ackTimer ??= setTimeout(() => this.#flushAcks(), ACK_DELAY_MS);
+    });
+  }
+
+  #flushAcks(): void {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    const acks = this.#acks;
+    this.#acks = [];
+    if (acks.length === 0) return;
+    const maxAge = this.options.maxAgeMs;
+    if (this.redis.isCluster) {
+      for (const a of acks) {
+        this.#scripts
+          .relayhubAck(a.keys.acked, a.keys.inbox, a.offset, a.streamId, maxAge)
+          .then((answer) => a.resolve(this.#acked(a, Number(answer))), a.reject);
+      }
       return;
     }
-    this.counters.acked += count;
+    const keys = acks.flatMap((a) => [a.keys.acked, a.keys.inbox]);
+    const args = acks.flatMap((a) => [a.offset, a.streamId]);
+    this.#scripts.relayhubAckMany(keys.length, ...keys, maxAge, ...args).then(
+      (answers) => acks.forEach((a, i) => a.resolve(this.#acked(a, Number(answers[i])))),
+      (error: unknown) => acks.forEach((a) => a.reject(error)),
+    );
+  }
+
+  /** Counts an ack's answer (1 advanced, 0 already there, -1 stale); whether it moved the acked offset. */
+  #acked(ack: PendingAck, answer: number): boolean {
+    // note: -1: this Redis never held that entry (it restarted empty or failed over meanwhile): the ack
+    // belongs to an older generation and must not acknowledge what was relayed again under its offset.
+    if (answer === -1) {
+      this.log.info(
+        { offset: ack.offset, streamId: ack.streamId },
+        'stale ack ignored: the inbox no longer holds that entry',
+      );
+      return false;
+    }
+    this.counters.acked += ack.count;
+    return answer === 1;
   }
 
   async deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void> {
@@ -259,12 +316,13 @@ export class StreamsLane implements ReliableLane, SessionHost {
       't',
       entry.target,
       'a',
-      JSON.stringify(entry.args),
+      entry.argsJson,
       'r',
       reason,
     );
     try {
-      await this.#deps.onDeadLetter?.({ userId, ...entry, reason });
+      const { argsJson, ...fields } = entry;
+      await this.#deps.onDeadLetter?.({ userId, ...fields, args: JSON.parse(argsJson) as unknown[], reason });
     } catch (error) {
       this.log.error({ err: error }, 'onDeadLetter hook failed');
     }
@@ -292,6 +350,7 @@ export class StreamsLane implements ReliableLane, SessionHost {
     let failures = 0;
     while (!signal.aborted) {
       try {
+        const issued = performance.now();
         const reply = (await this.#deps.blocking.xreadgroup(
           'GROUP',
           CONSUMER_GROUP,
@@ -308,9 +367,14 @@ export class StreamsLane implements ReliableLane, SessionHost {
         const entries = reply?.[0]?.[1] ?? [];
         if (cursor !== '>') cursor = entries.length < READ_COUNT ? '>' : (entries.at(-1)?.[0] ?? '>');
         this.#dispatch(entries);
+        // note: at most one read per READ_INTERVAL_MS while wake-ups keep coming: the wake-ups of that
+        // time come in one reply (a blocking read that waited longer is sent again at once).
+        const early = READ_INTERVAL_MS - (performance.now() - issued);
+        if (entries.length > 0 && entries.length < READ_COUNT && early > 0) await sleep(early, signal);
       } catch (error) {
         if (signal.aborted) return;
         failures++;
+        this.#forgetAll();
         // note: a read whose answer was lost with the connection left its entries pending for this
         // consumer, and '>' never returns them again: read the pending ones first.
         cursor = '0';
@@ -333,21 +397,27 @@ export class StreamsLane implements ReliableLane, SessionHost {
    * session has caught up (`relayhub_reliable_pending` counts the wake-ups of users still being delivered to).
    */
   #dispatch(entries: [string, string[]][]): void {
-    const byUser = new Map<string, string[]>();
+    const byUser = new Map<string, { ids: string[]; carried: InboxEntry[] | undefined }>();
     for (const [id, fields] of entries) {
       // note: a pending entry trimmed from the stream comes back without fields: just acknowledge it.
       const user = (fields ? fields[fields.indexOf('u') + 1] : undefined) ?? '';
-      const ids = byUser.get(user);
-      if (ids) ids.push(id);
-      else byUser.set(user, [id]);
+      const wakeups = byUser.get(user);
+      if (!wakeups) {
+        byUser.set(user, { ids: [id], carried: carriedEntries(fields) });
+        continue;
+      }
+      wakeups.ids.push(id);
+      // note: the session takes what the wake-ups carry only when every one of them carries its messages.
+      const more = carriedEntries(fields);
+      wakeups.carried = more && wakeups.carried ? [...wakeups.carried, ...more] : undefined;
     }
-    for (const [user, ids] of byUser) {
+    for (const [user, { ids, carried }] of byUser) {
       const session = this.#sessions.get(user);
       if (!session) {
         this.#consumed(ids);
         continue;
       }
-      session.wake().then(
+      session.wake(carried).then(
         () => this.#consumed(ids),
         (error: unknown) => this.log.debug({ err: error }, 'wake failed'),
       );
@@ -355,28 +425,39 @@ export class StreamsLane implements ReliableLane, SessionHost {
   }
 
   /**
-   * Acknowledges and deletes consumed wake-ups, those of one event-loop turn together (one XACK and one
-   * XDEL): an entry is only a wake-up, and once acknowledged nothing reads it again.
+   * Acknowledges and deletes consumed wake-ups, those of up to {@link CONSUME_DELAY_MS} together (one XACK
+   * and one XDEL): an entry is only a wake-up, and once acknowledged nothing reads it again. One that is
+   * read again (its XACK was lost or not sent yet when the connection dropped) only wakes a session.
    */
   #consumed(ids: string[]): void {
-    const first = this.#toAck.length === 0;
     this.#toAck.push(...ids);
-    if (!first) return;
-    setImmediate(() => {
-      const batch = this.#toAck;
-      this.#toAck = [];
-      if (batch.length === 0 || this.#stop.signal.aborted) return;
-      this.redis
-        .pipeline()
-        .xack(this.#deliveries, CONSUMER_GROUP, ...batch)
-        .xdel(this.#deliveries, ...batch)
-        .exec()
-        .catch((error: unknown) => this.log.debug({ err: error }, 'xack failed'));
-    });
+    if (this.#toAck.length >= READ_COUNT) this.#flushConsumed();
+    else this.#consumeTimer ??= setTimeout(() => this.#flushConsumed(), CONSUME_DELAY_MS);
   }
 
+  #flushConsumed(): void {
+    clearTimeout(this.#consumeTimer);
+    this.#consumeTimer = undefined;
+    const batch = this.#toAck;
+    this.#toAck = [];
+    if (batch.length === 0 || this.#stop.signal.aborted) return;
+    this.redis
+      .pipeline()
+      .xack(this.#deliveries, CONSUMER_GROUP, ...batch)
+      .xdel(this.#deliveries, ...batch)
+      .exec()
+      .catch((error: unknown) => this.log.debug({ err: error }, 'xack failed'));
+  }
+
+  /** Every session reads its inbox again, from the acked offset (after a lost stream or a long pause). */
   #wakeAll(): void {
+    this.#forgetAll();
     for (const session of this.#sessions.values()) void session.wake();
+  }
+
+  /** Redis may have lost data or failed over: no session trusts the position it last saw. */
+  #forgetAll(): void {
+    for (const session of this.#sessions.values()) session.forget();
   }
 
   /**
@@ -467,6 +548,9 @@ export class StreamsLane implements ReliableLane, SessionHost {
     this.#closing ??= (async () => {
       this.#stop.abort();
       clearInterval(this.#heartbeat);
+      clearTimeout(this.#consumeTimer);
+      // note: the acks clients gave are sent, not dropped (the lane's connection stays open until below).
+      this.#flushAcks();
       for (const session of this.#sessions.values()) session.close();
       this.#deps.blocking.disconnect();
       await this.#reading;
@@ -486,4 +570,35 @@ export class StreamsLane implements ReliableLane, SessionHost {
     })();
     return this.#closing;
   }
+}
+
+/** Fields of one carried message in a wake-up: `s` stream id, `m`, `t`, `a` (see `SEND_SCRIPT`). */
+const CARRIED_FIELDS = 8;
+
+/**
+ * The inbox entries a wake-up carries (`u`, `o`, then per message `s`, `m`, `t`, `a`, their offsets ending
+ * at `o`), or undefined when it carries none (large arguments, a Cluster's routed wake-up).
+ */
+function carriedEntries(fields: string[] | undefined): InboxEntry[] | undefined {
+  if (!fields || fields.length < 4 + CARRIED_FIELDS || fields[2] !== 'o' || fields[4] !== 's')
+    return undefined;
+  const count = (fields.length - 4) / CARRIED_FIELDS;
+  const last = Number(fields[3]);
+  if (!Number.isInteger(count) || !Number.isSafeInteger(last)) return undefined;
+  const entries: InboxEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = 4 + i * CARRIED_FIELDS;
+    if (fields[at] !== 's' || fields[at + 2] !== 'm' || fields[at + 4] !== 't' || fields[at + 6] !== 'a') {
+      return undefined;
+    }
+    const argsJson = fields[at + 7] as string;
+    entries.push({
+      streamId: fields[at + 1] as string,
+      offset: last - count + 1 + i,
+      messageId: fields[at + 3] as string,
+      target: fields[at + 5] as string,
+      argsJson: argsJson.startsWith('[') && argsJson.endsWith(']') ? argsJson : '[]',
+    });
+  }
+  return entries;
 }

@@ -3,6 +3,7 @@ import { RelayhubError } from '../../errors.js';
 import { formatMessage } from '../../protocol/json/json-protocol.js';
 import { MessageType } from '../../protocol/messages.js';
 import type { ReliableRecipient } from '../backplane.js';
+import { EncodedArguments } from '../../protocol/encoded-arguments.js';
 import type { UserKeys } from '../../redis/keys.js';
 
 /** The client method that tells a user that messages fell out of the retention window unacknowledged. */
@@ -41,7 +42,8 @@ export interface InboxEntry {
   offset: number;
   messageId: string;
   target: string;
-  args: unknown[];
+  /** The arguments as the inbox holds them: a JSON array (parsed only where the values are needed). */
+  argsJson: string;
 }
 
 /** The acknowledged position of a user and the inbox entries after it, as one read returns them. */
@@ -62,8 +64,11 @@ export interface SessionHost {
   readAfter(keys: UserKeys, streamId: string, count: number): Promise<InboxEntry[]>;
   /** The acked position alone. */
   acked(keys: UserKeys): Promise<Position>;
-  /** Acknowledges everything up to `offset` (`count` messages of this session's run). */
-  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<void>;
+  /**
+   * Acknowledges everything up to `offset` (`count` messages of this session's run); resolves true when
+   * that moved the user's acked offset (false: it was there already, or the ack was stale).
+   */
+  ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<boolean>;
   /** Records a message given up on (the dead-letter stream and hook); the session then acks past it. */
   deadLetter(userId: string, entry: InboxEntry, reason: string): Promise<void>;
 }
@@ -78,7 +83,8 @@ export const START: Position = { offset: 0, streamId: '0-0' };
 /** One message of the window. */
 interface Slot {
   entry: InboxEntry;
-  args: unknown[];
+  /** The entry's arguments and the {@link ReliableMeta} after them. */
+  args: EncodedArguments;
   /** sending: with the clients; waiting: nacked, to be sent again at `due`; done: acked or dead-lettered. */
   state: 'sending' | 'waiting' | 'done';
   /** Deliveries that counted (a delivery to connections that went away does not). */
@@ -104,8 +110,17 @@ interface Run {
   buffer: InboxEntry[];
   /** The last read returned less than it asked for, and no wake-up came since it was sent. */
   exhausted: boolean;
-  /** The ack of the latest contiguous run, chained (acks are cumulative). */
+  /** The acks of this run, chained: at most one in flight, and one more waiting for `unacked`. */
   acking: Promise<void>;
+  /** Acks of this run queued or in flight (each one's end wakes the drain). */
+  acksOut: number;
+  /** Acknowledged by the client, not sent to Redis yet (acks are cumulative: only the latest is sent). */
+  unacked: { offset: number; streamId: string; count: number } | undefined;
+  /**
+   * Whether `position` is known to be the user's acked offset in Redis: every ack of this run moved it
+   * (none found it moved already by another connection, none was stale).
+   */
+  sure: boolean;
   failure: unknown;
   /** Settlements of sends, handled by the drain loop in order. */
   settled: { slot: Slot; error: unknown }[];
@@ -128,6 +143,12 @@ export class UserSession {
   /** The wake-ups a read that came back short was sent after: the inbox was caught up as of them. */
   #covered = 0;
   #run_: Run | undefined;
+  /**
+   * Where the last drain left the user, when it ended caught up with every ack its own: a wake-up that
+   * carries the next message is then delivered without reading the inbox. Dropped when a drain starts and
+   * whenever Redis may have changed under it ({@link forget}).
+   */
+  #known: Position | undefined;
   #kick: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #stop = new AbortController();
@@ -146,19 +167,36 @@ export class UserSession {
 
   /**
    * Makes the session look at the inbox; resolves when it has caught up: everything read was settled and
-   * a read sent after the latest wake-up came back short (or nobody is left to deliver to).
+   * a read sent after the latest wake-up came back short (or nobody is left to deliver to). `next` are the
+   * messages the wake-up carried, the user's last ones (see `SEND_SCRIPT`): when the session knows it is
+   * caught up to the offset before them (idle after a drain, or a drain that read everything), it takes
+   * them without a read.
    */
-  wake(): Promise<void> {
+  wake(next?: InboxEntry[]): Promise<void> {
     this.#wakes++;
+    const carried = next !== undefined && next.length > 0 && consecutive(next) ? next : undefined;
     if (this.#running) {
-      if (this.#run_) this.#run_.exhausted = false;
+      const run = this.#run_;
+      if (run && run.exhausted && carried && (carried[0] as InboxEntry).offset === run.cursor.offset + 1) {
+        // note: the run had read everything, and this wake-up holds what came since.
+        run.buffer.push(...carried);
+        run.cursor = carried.at(-1) as InboxEntry;
+        this.#covered = this.#wakes;
+      } else if (run) {
+        run.exhausted = false;
+      }
       this.#notify();
       return this.#running;
     }
-    this.#running = this.#loop().finally(() => {
+    this.#running = this.#loop(carried).finally(() => {
       this.#running = undefined;
     });
     return this.#running;
+  }
+
+  /** Drops what the session knows of the user's position (Redis may have restarted or failed over). */
+  forget(): void {
+    this.#known = undefined;
   }
 
   close(): void {
@@ -174,11 +212,13 @@ export class UserSession {
     return !this.#closed && this.host.recipients(this.userId).length > 0;
   }
 
-  async #loop(): Promise<void> {
+  async #loop(next: InboxEntry[] | undefined): Promise<void> {
     let failures = 0;
     while (this.#present()) {
       try {
-        await this.#drain();
+        const carried = next;
+        next = undefined;
+        await this.#drain(carried);
         // note: a wake-up after the drain's last short read may name a message it did not see.
         if (this.#wakes === this.#covered) return;
         failures = 0;
@@ -193,19 +233,30 @@ export class UserSession {
     }
   }
 
-  /** Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to. */
-  async #drain(): Promise<void> {
+  /**
+   * Delivers from the acked position until the inbox is caught up, or nobody is left to deliver to.
+   * `next`: the messages a wake-up carried (delivered without a read when they follow the known position).
+   */
+  async #drain(next?: InboxEntry[]): Promise<void> {
     const size = Math.max(1, this.host.options.window);
     const wakes = this.#wakes;
-    const first = await this.host.readFromAcked(this.keys, size);
+    const known = this.#known;
+    this.#known = undefined;
+    // note: the wake-up carried the user's last messages, and the last drain ended at the one before them:
+    // the inbox holds nothing else to deliver, as of this wake-up.
+    const carried = next !== undefined && known !== undefined && next[0]?.offset === known.offset + 1;
+    const first = carried ? { acked: known, entries: next } : await this.host.readFromAcked(this.keys, size);
     const run: Run = {
       position: first.acked,
       cursor: first.entries.at(-1) ?? first.acked,
       window: [],
       streak: 0,
       buffer: first.entries,
-      exhausted: this.#short(first.entries.length, size, wakes),
+      exhausted: carried ? this.#coveredBy(wakes) : this.#short(first.entries.length, size, wakes),
       acking: Promise.resolve(),
+      acksOut: 0,
+      unacked: undefined,
+      sure: true,
       failure: undefined,
       settled: [],
       reasons: new Map(),
@@ -223,10 +274,13 @@ export class UserSession {
         const due = this.#redeliver(run, now);
         if (run.window.length === 0 && run.buffer.length === 0) {
           if (run.exhausted) {
-            await run.acking;
-            if (run.failure) throw run.failure;
-            if (run.window.length === 0 && run.exhausted) return;
-            continue;
+            // note: the drain ends once its acks are in Redis; a wake-up meanwhile is served at once.
+            if (run.acksOut > 0) {
+              await this.#waitForEvent(due);
+              continue;
+            }
+            if (run.sure) this.#known = run.position;
+            return;
           }
           await this.#readMore(run, size);
           continue;
@@ -260,7 +314,11 @@ export class UserSession {
 
   /** Whether a read of `count` sent after `wakes` wake-ups shows the inbox caught up. */
   #short(got: number, count: number, wakes: number): boolean {
-    if (got >= count) return false;
+    return got < count && this.#coveredBy(wakes);
+  }
+
+  /** The inbox was caught up as of `wakes` wake-ups: whether no wake-up came since. */
+  #coveredBy(wakes: number): boolean {
     this.#covered = wakes;
     return wakes === this.#wakes;
   }
@@ -275,7 +333,8 @@ export class UserSession {
       // note: the ack of the entry after a gap moves the acked offset past it (acks are cumulative).
       if (entry.offset > previous + 1) this.#reportGap(previous + 1, entry.offset);
       const meta: ReliableMeta = { messageId: entry.messageId, offset: entry.offset };
-      const slot: Slot = { entry, args: [...entry.args, meta], state: 'sending', attempt: 0, due: 0 };
+      const args = EncodedArguments.withLast(entry.argsJson, meta);
+      const slot: Slot = { entry, args, state: 'sending', attempt: 0, due: 0 };
       run.window.push(slot);
       this.#send(run, slot);
     }
@@ -353,6 +412,7 @@ export class UserSession {
 
   /** Another connection of the user (here or elsewhere) acknowledged up to `acked`: skip what it covers. */
   #ackedElsewhere(run: Run, acked: Position): void {
+    run.sure = false;
     while (run.window.length > 0 && (run.window[0] as Slot).entry.offset <= acked.offset) run.window.shift();
     run.buffer = run.buffer.filter((e) => e.offset > acked.offset);
     if (acked.offset > run.position.offset) run.position = acked;
@@ -374,10 +434,25 @@ export class UserSession {
     // note: caught up with everything read: what comes next starts a new burst.
     if (run.window.length === 0 && run.buffer.length === 0) run.streak = 0;
     const { offset, streamId } = run.position;
+    const queued = run.unacked !== undefined;
+    run.unacked = { offset, streamId, count: (run.unacked?.count ?? 0) + count };
+    // note: an ack is already waiting for the one in flight; it will carry this position instead.
+    if (queued) return;
+    run.acksOut++;
     run.acking = run.acking
-      .then(() => this.host.ack(this.keys, offset, streamId, count))
+      .then(() => {
+        const unacked = run.unacked;
+        run.unacked = undefined;
+        return unacked ? this.host.ack(this.keys, unacked.offset, unacked.streamId, unacked.count) : true;
+      })
+      .then((advanced) => {
+        if (!advanced) run.sure = false;
+      })
       .catch((error: unknown) => {
         run.failure ??= error;
+      })
+      .finally(() => {
+        run.acksOut--;
         this.#notify();
       });
   }
@@ -429,6 +504,14 @@ export class UserSession {
   }
 }
 
+/** Whether the entries' offsets follow one another. */
+function consecutive(entries: readonly InboxEntry[]): boolean {
+  for (let i = 1; i < entries.length; i++) {
+    if ((entries[i] as InboxEntry).offset !== (entries[i - 1] as InboxEntry).offset + 1) return false;
+  }
+  return true;
+}
+
 /** Parses the acked key's value `"<offset> <stream id>"`. */
 export function parsePosition(value: string | null | undefined): Position {
   if (!value) return START;
@@ -441,7 +524,7 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
   let offset: string | undefined;
   let messageId = '';
   let target = '';
-  let args = '[]';
+  let argsJson = '[]';
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const value = fields[i + 1] as string;
     switch (fields[i]) {
@@ -455,11 +538,13 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
         target = value;
         break;
       case 'a':
-        args = value;
+        argsJson = value;
         break;
     }
   }
-  return { streamId, offset: Number(offset), messageId, target, args: JSON.parse(args) as unknown[] };
+  // note: the producer writes `JSON.stringify(args)`; anything else is taken for no arguments.
+  if (!argsJson.startsWith('[') || !argsJson.endsWith(']')) argsJson = '[]';
+  return { streamId, offset: Number(offset), messageId, target, argsJson };
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */

@@ -1,6 +1,6 @@
 import { ProtocolError } from '../../errors.js';
 import type { Frame, HubProtocol } from '../hub-protocol.js';
-import { type HubMessage, MessageType } from '../messages.js';
+import { type CompletionMessage, type HubMessage, MessageType } from '../messages.js';
 
 /** Every JSON record ends with the ASCII record separator 0x1E. */
 export const RECORD_SEPARATOR = '\u001e';
@@ -126,13 +126,13 @@ export function parseMessage(record: string): HubMessage {
       if (error !== undefined && 'result' in o && o.result !== undefined) {
         throw new ProtocolError("Completion has both 'result' and 'error'.");
       }
-      return compact({
-        type: 3,
-        invocationId: str(o, 'invocationId'),
-        ...('result' in o ? { result: o.result } : {}),
-        error,
-        headers: headers(o),
-      });
+      // note: built field by field (no spread, no delete): a Completion is parsed for every reliable ack.
+      const completion: CompletionMessage = { type: 3, invocationId: str(o, 'invocationId') };
+      if ('result' in o) completion.result = o.result;
+      if (error !== undefined) completion.error = error;
+      const extra = headers(o);
+      if (extra !== undefined) completion.headers = extra;
+      return completion;
     }
     case MessageType.CancelInvocation:
       return compact({ type: 5, invocationId: str(o, 'invocationId'), headers: headers(o) });
