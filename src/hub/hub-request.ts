@@ -68,7 +68,7 @@ export class DeferredRequest {
 
 function unpack(packed: string): HubRequest {
   const fields: string[] = [];
-  for (let at = 0; at < packed.length; ) {
+  for (let at = 0; at < packed.length;) {
     const colon = packed.indexOf(':', at);
     const end = colon + 1 + Number(packed.slice(at, colon));
     fields.push(packed.slice(colon + 1, end));
