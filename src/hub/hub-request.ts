@@ -52,12 +52,21 @@ export class DeferredRequest {
 
   constructor(req: IncomingMessage, url: URL) {
     // note: a socket's address is never empty: '' stands for none.
-    const fields = [req.method ?? 'GET', req.socket?.remoteAddress ?? '', url.pathname, url.search];
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (value !== undefined) fields.push(name, Array.isArray(value) ? value.join(', ') : value);
+    const parts: (string | number)[] = [];
+    const add = (field: string) => parts.push(field.length, ':', field);
+    add(req.method ?? 'GET');
+    add(req.socket?.remoteAddress ?? '');
+    add(url.pathname);
+    add(url.search);
+    const headers = req.headers;
+    for (const name of Object.keys(headers)) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      add(name);
+      add(Array.isArray(value) ? value.join(', ') : value);
     }
     // note: join() makes one flat string (no slices of the request's strings, no rope).
-    this.#packed = fields.map((field) => `${field.length}:${field}`).join('');
+    this.#packed = parts.join('');
   }
 
   get(): HubRequest {
