@@ -123,6 +123,8 @@ export class HubServer {
   readonly #healthChecks: Record<string, () => Promise<unknown>>;
   readonly #metricsOptions: boolean | MetricsOptions;
   readonly #tokens: ConnectionTokens;
+  /** The `availableTransports` of every negotiate answer, as JSON (the options do not change). */
+  readonly #transportsJson: string;
   #metricsServer: Server | undefined;
   #refusedSocket: (socket: Socket) => boolean = () => false;
   #started = false;
@@ -182,6 +184,7 @@ export class HubServer {
       hubs: () => [...this.#hubs.values()].map((mapped) => mapped.runtime),
       backplane: this.#backplane,
     });
+    this.#transportsJson = JSON.stringify(availableTransports(this.#options));
     this.#sockets = new WebSocketSet(this.#options.maxBufferedBytesPerClient);
     this.#wss = new WebSocketServer({
       noServer: true,
@@ -391,21 +394,25 @@ export class HubServer {
     const version = Number(queryParam(url, 'negotiateVersion') ?? 0);
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
-    const transports = availableTransports(this.#options);
     if (version < 1) {
       // note: v0 has no token (the id is the secret), so it stays a connection of this instance.
       const { connectionId } = hub.createConnection(principal, { statefulReconnect: false, v0: true });
-      return json(res, 200, { negotiateVersion: 0, connectionId, availableTransports: transports });
+      return json(res, 200, {
+        negotiateVersion: 0,
+        connectionId,
+        availableTransports: availableTransports(this.#options),
+      });
     }
     // ---- connection token: v1 negotiate keeps nothing; the signed token opens the connection anywhere ----
     const { connectionId, token } = this.#tokens.issue(principal.userId, stateful);
-    json(res, 200, {
-      negotiateVersion: 1,
-      connectionId,
-      connectionToken: token,
-      availableTransports: transports,
-      ...(stateful ? { useStatefulReconnect: true } : {}),
-    });
+    // note: the same JSON as stringifying the answer, with its constant part encoded once per server.
+    jsonText(
+      res,
+      200,
+      `{"negotiateVersion":1,"connectionId":${JSON.stringify(connectionId)},"connectionToken":` +
+        `${JSON.stringify(token)},"availableTransports":${this.#transportsJson}` +
+        `${stateful ? ',"useStatefulReconnect":true' : ''}}`,
+    );
   }
 
   /** `GET`/`POST`/`DELETE <hub>?id=`: Server-Sent Events and long polling. */
@@ -553,7 +560,10 @@ function queryParam(url: URL, name: string): string | undefined {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  jsonText(res, status, JSON.stringify(body));
+}
+
+function jsonText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
