@@ -17,6 +17,7 @@ import {
   cleanup,
   clockOffset,
   cpuSampler,
+  cpuTicks,
   deletePrefix,
   deletePrefixSync,
   dropSchema,
@@ -116,7 +117,7 @@ async function waitForPartitions(pool, names, min, maxMs = 20_000) {
  * and SIGCONTed after; acked/s from SIGCONT to the last ack: what the relay and the lane drain, however
  * fast the producers commit.
  */
-async function runCommits(clients, producers, { phase, count, offset, paused, rate }) {
+async function runCommits(clients, producers, { phase, count, offset, paused, rate, onResumed }) {
   const ready = await clients.request({ type: 'phase', phase, expected: count }, 'phase-ready');
   if (ready.error) throw new Error(ready.error);
   const committedAt = new Float64Array(count);
@@ -163,6 +164,7 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
   } finally {
     for (const worker of paused ?? []) worker.kill('SIGCONT');
     resumed = now();
+    onResumed?.();
   }
   // note: the relay alone (Postgres -> Redis, not the lane's delivery): until no row of the phase is unrelayed
   let relayedSeconds = NaN;
@@ -205,6 +207,79 @@ async function runCommits(clients, producers, { phase, count, offset, paused, ra
     ...(paused ? { p50: NaN, p99: NaN, max: NaN } : percentiles(latencies)),
   };
 }
+
+/**
+ * The Postgres processes whose CPU the bench counts, read once per worker count, by role: this run's
+ * producer sessions, its workers' sessions, its other sessions (hubs, the bench's monitor), and the
+ * server's own processes (postmaster, WAL writer, checkpointer, autovacuum...). Other users' sessions of
+ * the shared server are left out (they count as `other`).
+ */
+async function runPostgresPids() {
+  const { rows } = await pool.query(
+    `SELECT pid, backend_type, coalesce(application_name, '') AS name FROM pg_stat_activity`,
+  );
+  const role = new Map();
+  for (const r of rows) {
+    if (r.backend_type !== 'client backend') continue;
+    if (!r.name.startsWith(appPrefix)) role.set(r.pid, undefined);
+    else if (r.name === `${appPrefix}producer`) role.set(r.pid, 'pg-producers');
+    else if (/^w\d+$/.test(r.name.slice(appPrefix.length))) role.set(r.pid, 'pg-workers');
+    else role.set(r.pid, 'pg-rest');
+  }
+  const groups = { 'pg-producers': [], 'pg-workers': [], 'pg-rest': [], 'pg-server': [] };
+  for (const pid of postgresPids()) {
+    if (!role.has(pid)) groups['pg-server'].push(pid);
+    else if (role.get(pid)) groups[role.get(pid)].push(pid);
+  }
+  return groups;
+}
+
+/**
+ * Adds the Postgres groups' CPU to a `cpuSampler`'s figures (and takes it out of `other`).
+ *
+ * note: a session may end within a phase (a pool closing an idle connection): its CPU up to then is lost
+ * with its /proc entry, but it must not count as negative, as a sum of the group's ticks would have it.
+ */
+function withPostgres(machine, groups) {
+  const start = Object.fromEntries(
+    Object.entries(groups).map(([name, pids]) => [name, pids.map((pid) => [pid, cpuTicks(pid)])]),
+  );
+  const t0 = performance.now();
+  return () => {
+    const figures = machine();
+    const seconds = (performance.now() - t0) / 1_000;
+    const used = Object.fromEntries(
+      Object.entries(start).map(([name, pids]) => [
+        name,
+        pids.reduce((sum, [pid, from]) => {
+          const to = cpuTicks(pid);
+          return sum + (Number.isNaN(to) || Number.isNaN(from) ? 0 : to - from);
+        }, 0) / hz,
+      ]),
+    );
+    const pct = (s) => Math.round((s / seconds) * 100);
+    const total = Object.values(used).reduce((a, b) => a + b, 0);
+    const { other, ...rest } = figures;
+    const merged = {
+      ...rest,
+      ...Object.fromEntries(Object.entries(used).map(([name, s]) => [name, pct(s)])),
+      other: Math.max(0, other - pct(total)),
+    };
+    Object.defineProperty(merged, 'seconds', { value: { ...figures.seconds, ...used } });
+    return merged;
+  };
+}
+
+/**
+ * The server's WAL position in bytes (`pg_current_wal_lsn()`: the whole server, other users' writes
+ * included). note: not `pg_stat_wal`, whose counters the sessions report up to a second late.
+ */
+async function walStats() {
+  const { rows } = await pool.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 AS bytes");
+  return rows[0];
+}
+
+const walDelta = (from, to) => ({ bytes: to.bytes - from.bytes });
 
 const RAW_INSERT = `INSERT INTO bench_raw (channel_prefix, hub, user_id, partition, target, args, message_key, expires_at)
   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id`;
@@ -340,44 +415,58 @@ try {
       `  ${count} worker(s): warm-up ${fmt(warm.received)}/${fmt(config.warmup)} acked; machine ${busy}% busy ` +
         `before the measured phase (waited ${waited.toFixed(1)} s${busy > 30 ? ': figures distorted' : ''})`,
     );
+    // note: Postgres CPU is this run's sessions and the server's own processes (WAL writer, checkpointer,
+    // autovacuum...); other users' sessions of the shared server count as `other`.
+    const pgPids = await runPostgresPids();
     const sampler = () =>
-      cpuSampler(
-        {
-          'hub-1': hub1.pid,
-          'hub-2': hub2.pid,
-          ...Object.fromEntries(workers.map((w, k) => [`worker-${k + 1}`, w.pid])),
-          clients: clients.child.pid,
-          bench: process.pid,
-          redis: redisProcess,
-          postgres: postgresPids(),
-        },
-        hz,
+      withPostgres(
+        cpuSampler(
+          {
+            'hub-1': hub1.pid,
+            'hub-2': hub2.pid,
+            ...Object.fromEntries(workers.map((w, k) => [`worker-${k + 1}`, w.pid])),
+            clients: clients.child.pid,
+            bench: process.pid,
+            redis: redisProcess,
+          },
+          hz,
+        ),
+        pgPids,
       );
     let cpu = sampler();
+    let wal = await walStats();
     const raw = await runRaw(producers, config.commits);
     raw.cpu = cpu();
+    raw.wal = walDelta(wal, await walStats());
     await pool.query('TRUNCATE bench_raw');
     cpu = sampler();
+    wal = await walStats();
     const live = await runCommits(clients, producers, {
       phase: ++phase,
       count: config.commits,
       offset: clock.offset,
     });
     live.cpu = cpu();
+    live.wal = walDelta(wal, await walStats());
     const paced = await runCommits(clients, producers, {
       phase: ++phase,
       count: Math.round((config.rate * config.rateMs) / 1_000),
       offset: clock.offset,
       rate: config.rate,
     });
-    cpu = sampler();
+    // note: the CPU of the drain alone, from SIGCONT to the last ack (not the commits while stopped).
     const backlog = await runCommits(clients, producers, {
       phase: ++phase,
       count: config.backlog,
       offset: clock.offset,
       paused: workers,
+      onResumed: () => {
+        cpu = sampler();
+        wal = walStats();
+      },
     });
     backlog.cpu = cpu();
+    backlog.wal = walDelta(await wal, await walStats());
     // note: a relay pass marks its rows relayed_at = now(), its transaction's start: one value per pass
     // (rows already acked may have been purged; the count says how many were still there).
     const { rows: passes } = await pool.query(
@@ -418,15 +507,15 @@ try {
       );
     }
   }
-  // note: the workers record the clients' acks on the rows about once a second.
+  // note: the workers apply the clients' acks about once a second, deleting the acked rows.
   await sleep(2_500);
   const { rows } = await pool.query(
-    `SELECT count(*) FILTER (WHERE acked_at IS NULL)::int AS unacked,
+    `SELECT count(*)::int AS unacked,
             count(*) FILTER (WHERE relayed_at IS NULL)::int AS unrelayed FROM relayhub_outbox`,
   );
   console.log(
     `  Postgres 2.5 s after the last drain: ${rows[0].unrelayed} rows unrelayed, ${rows[0].unacked} rows ` +
-      `without acked_at (acked rows are purged every 10 s)`,
+      `left unacked (the ack sync deletes acked rows)`,
   );
   await clients.request({ type: 'close' }, 'closed', 5_000).catch(() => undefined);
   printWarnings();
@@ -493,19 +582,30 @@ for (const r of results) {
   }
 }
 console.log(
-  '\nmean CPU % per process during each phase (100 = one core; postgres: all its processes, other ' +
-    "databases' sessions included; other = the rest of the machine):",
+  '\nmean CPU % per process during each phase (100 = one core; backlog: the drain, SIGCONT to the last ack; ' +
+    "pg-*: Postgres, this run's sessions by role and the server's own processes; other = the rest of the " +
+    "machine, other users' Postgres sessions included):",
 );
 console.log(table(cpuRows));
 console.log(
-  'CPU us per acked message (hubs and workers summed; bench = the producers; postgres: every session):',
+  "CPU us per acked message (hubs and workers summed; bench = the producers; postgres: this run's sessions " +
+    "(producers', workers', the rest: hubs and the bench's monitor) and the server's own processes; WAL: " +
+    "the whole server's, per row):",
 );
+const pgOf = (s) =>
+  Object.entries(s)
+    .filter(([name]) => name.startsWith('pg-'))
+    .reduce((total, [, seconds]) => total + seconds, 0);
+const pgParts = (s, per) =>
+  ['producers', 'workers', 'rest', 'server'].map((n) => `${n} ${per(s[`pg-${n}`] ?? 0)}`).join(', ');
 for (const r of results) {
   // note: what the baseline's INSERT + COMMIT costs on its own: the part of each live message that no relay can avoid.
   const s = r.raw.cpu.seconds;
   const raw = (seconds) => ((seconds / config.commits) * 1e6).toFixed(0);
+  const walOf = (w, n) => `WAL ${(w.bytes / n).toFixed(0)} B`;
   console.log(
-    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(s.postgres ?? 0)}, bench ${raw(s.bench)} ` +
+    `  ${r.workers} worker(s), raw Postgres baseline, per commit: postgres ${raw(pgOf(s))} (${pgParts(s, raw)}), ` +
+      `bench ${raw(s.bench)}, total ${raw(pgOf(s) + s.bench)}; ${walOf(r.raw.wal, config.commits)} ` +
       `(machine ${r.raw.cpu.other}% busy besides)`,
   );
   for (const phase of ['live', 'backlog']) {
@@ -518,7 +618,9 @@ for (const r of results) {
     const per = (seconds) => ((seconds / p.received) * 1e6).toFixed(0);
     console.log(
       `  ${r.workers} worker(s), ${phase}: hubs ${per(sum('hub-'))}, workers ${per(sum('worker-'))}, ` +
-        `redis ${per(s.redis ?? 0)}, postgres ${per(s.postgres ?? 0)}, clients ${per(s.clients)}, bench ${per(s.bench)}`,
+        `redis ${per(s.redis ?? 0)}, postgres ${per(pgOf(s))} (${pgParts(s, per)}), clients ${per(s.clients)}, ` +
+        `bench ${per(s.bench)}, ` +
+        `total ${per(Object.values(s).reduce((a, b) => a + b, 0))}; ${walOf(p.wal, p.received)}`,
     );
   }
 }

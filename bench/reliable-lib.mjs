@@ -376,7 +376,7 @@ export function ticksPerSecond() {
   return Number(r.stdout?.trim()) || 100;
 }
 
-function cpuTicks(pid) {
+export function cpuTicks(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

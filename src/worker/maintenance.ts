@@ -25,7 +25,10 @@ export interface OutboxDeadLetter {
 export type DeadLetterHandler = (letter: OutboxDeadLetter) => void | Promise<void>;
 
 export interface MaintenanceOptions {
-  /** How often acked rows are purged and expired ones dead-lettered. @default 10_000 */
+  /**
+   * How often rows still unacked at their TTL are dead-lettered (and rows an older worker marked acked,
+   * `acked_at`, deleted; the ack sync deletes acked rows itself). @default 10_000
+   */
   purgeIntervalMs: number;
   /** How often dead instances' routing and stale workers are swept. @default 15_000 */
   sweepIntervalMs: number;
@@ -65,7 +68,7 @@ const PURGE_BATCH = 5_000;
 const PURGE_MAX_BATCHES = 20;
 
 /**
- * The worker's scheduled maintenance on BullMQ (never the hot relay path): `purge` deletes acked rows and
+ * The worker's scheduled maintenance on BullMQ (never the hot relay path): `purge` deletes rows marked acked and
  * turns rows still unacked at their TTL into dead-letter jobs; `sweep` removes the routing of dead hub
  * instances and forgets workers gone for an hour. Jobs are deduplicated by BullMQ's job schedulers, so
  * several workers share one schedule.
@@ -147,7 +150,11 @@ export class Maintenance {
     return job.name === 'purge' ? this.purge() : this.sweep();
   }
 
-  /** Deletes acked rows; dead-letters and deletes rows still unacked at their TTL (this deployment's hubs only). */
+  /**
+   * Deletes rows marked acked (`acked_at`: written by workers before the ack sync deleted acked rows itself,
+   * during a rolling upgrade); dead-letters and deletes rows still unacked at their TTL (this deployment's
+   * hubs only).
+   */
   async purge(): Promise<{ purged: number; deadLettered: number }> {
     const pool = this.#deps.pool;
     const scope = [this.#deps.prefix, this.#deps.hubs];

@@ -3,7 +3,8 @@
  * batches), 40 official clients online, one `relayhub worker` process. A RelayGate (a trigger in the
  * test's schema that waits on an advisory lock the test holds) lets the worker claim a batch and send it
  * to Redis but stops it in the UPDATE that marks the rows relayed: the test lets the first batch through, stops the second there, and
- * SIGKILLs the worker with that batch in hand (in Redis, not marked in Postgres). A restarted worker (same
+ * SIGKILLs the worker with that batch in hand (in Redis, not marked in Postgres; the test ends the killed
+ * worker's session too, whose mark would otherwise commit once the gate opens). A restarted worker (same
  * id) relays the batch again: the lane drops the second copies by message id (`outbox:<id>`), so every
  * user gets every message, in commit order, with gapless offsets, zero missing; copies received before
  * deduplication are counted and reported.
@@ -135,6 +136,17 @@ describe('outbox chaos: worker SIGKILLed mid-batch', () => {
       const receivedAtKill = log.distinctCount;
       victim.kill('SIGKILL');
       expect(await victim.exited).toMatchObject({ signal: 'SIGKILL' });
+      // note: the mark is one statement of its own (no transaction around the pass), already in the
+      // killed worker's backend, waiting at the gate; that backend outlives the process until it writes to
+      // the closed socket, so the mark would commit when the gate opens. A worker killed between its send
+      // and its mark never sent the mark: end the backend, as that kill would have, before opening.
+      await s.pool.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
+        [appName],
+      );
+      await waitFor(async () => !(await blockedMarkingRelayed(s.pool, appName)), {
+        message: 'the killed worker’s mark ended',
+      });
       await gate.release();
       expect(inFlight, 'rows in Redis but not marked relayed when the worker died').toBe(BATCH);
       expect(await unmarkedInRedis(s.pool, r, p, HUB)).toBe(BATCH);

@@ -58,6 +58,8 @@ describe('outbox enqueue in transactions', () => {
       redisUrl: REDIS_URL,
       channelPrefix: prefix,
       maintenance: false,
+      // note: these tests read back which rows exist; the ack sync would delete the acked ones meanwhile.
+      ackSyncIntervalMs: 60_000,
       ...workerOptions,
     });
     await worker.start();

@@ -4,34 +4,24 @@
  * is written to the other endpoint's inboxes. Two private redis-servers; Postgres schema of its own.
  */
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { inboxEndpointOf } from '../../src/redis/endpoints.js';
 import { reliableKeys } from '../../src/redis/keys.js';
 import { OutboxWorker } from '../../src/worker/outbox-worker.js';
-import { createTestSchema, type TestSchema } from '../helpers/postgres.js';
+import { endpointsFixture } from '../helpers/endpoints-fixture.js';
+import type { RedisServer } from '../helpers/redis-server.js';
 import { uniquePrefix } from '../helpers/redis.js';
-import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const HUB = '/hubs/demo';
 
 describe('outbox worker: a custom inbox router', () => {
-  const servers: RedisServer[] = [];
-  const closers: (() => Promise<unknown> | void)[] = [];
-  let schema: TestSchema | undefined;
-
-  afterEach(async () => {
-    for (const close of closers.splice(0).reverse()) await close();
-    await Promise.allSettled(servers.splice(0).map((s) => s.dispose()));
-    await schema?.drop();
-    schema = undefined;
-  });
+  const fixture = endpointsFixture();
 
   it("relays each user's rows to the endpoint the router names", async () => {
-    schema = await createTestSchema('router');
-    const [a, b] = [await startRedisServer(), await startRedisServer()];
-    servers.push(a, b);
+    const schema = await fixture.schema('router');
+    const [a, b] = (await fixture.redisServers(2)) as [RedisServer, RedisServer];
     const prefix = uniquePrefix('outbox-router');
     const endpoints = [
       { name: 'a', redis: { url: a.url } },
@@ -53,7 +43,7 @@ describe('outbox worker: a custom inbox router', () => {
         },
       },
     });
-    closers.push(() => worker.close());
+    fixture.closeAfter(() => worker.close());
     await worker.start();
     const c = await schema.pool.connect();
     try {
@@ -71,7 +61,7 @@ describe('outbox worker: a custom inbox router', () => {
     expect(seen).toContain('ann:a/true,b/true');
     const keys = reliableKeys(prefix, HUB);
     const [ra, rb] = [new Redis(a.url), new Redis(b.url)];
-    closers.push(
+    fixture.closeAfter(
       () => ra.disconnect(),
       () => rb.disconnect(),
     );
