@@ -7,7 +7,9 @@
 // intervals, more than one socket.io ping interval), then closes them and stops the server. Figures,
 // from /proc/<server pid>: RSS per connection (RSS once idle minus RSS before the first connection, over
 // the connections), CPU while idle (% of one core), and connections opened per second (negotiate,
-// upgrade and handshake included, BENCH_CONCURRENCY (64) in flight per client process).
+// upgrade and handshake included, BENCH_CONCURRENCY (64) in flight per client process). relayhub runs
+// with a SIGUSR2 handler that forces a full GC (bench/server-env.mjs): once before the baseline, and once
+// after the idle figures were taken, for its live heap and RSS per connection after a full GC.
 //
 // Each server needs a file descriptor per connection: the script raises the open-files limit of the
 // processes it starts (`ulimit -n` in the shell that execs them) as far as the system allows, and opens
@@ -34,7 +36,13 @@ import {
   ticksPerSecond,
   track,
 } from './reliable-lib.mjs';
-import { pubsubServeArgs, socketioServerArgs, withoutServerSettings } from './server-env.mjs';
+import {
+  GC_ON_SIGNAL_ARGS,
+  gcMemoryOf,
+  pubsubServeArgs,
+  socketioServerArgs,
+  withoutServerSettings,
+} from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HUB_PATH = '/hubs/demo';
@@ -94,7 +102,11 @@ function startNode(args, { ipc = false } = {}) {
 const serverArgs = (system, tag) => {
   switch (system) {
     case 'relayhub':
-      return pubsubServeArgs(redisUrl, `bench-conn-${tag}`, ['--max-connections-per-address', '0']);
+      // note: the GC flags only add a SIGUSR2 handler, sent once the idle figures are taken.
+      return [
+        ...GC_ON_SIGNAL_ARGS,
+        ...pubsubServeArgs(redisUrl, `bench-conn-${tag}`, ['--max-connections-per-address', '0']),
+      ];
     case 'socketio':
       return socketioServerArgs(redisUrl, `bench-conn-sio-${tag}`);
     default:
@@ -117,6 +129,8 @@ function startServer(system, tag) {
       const text = chunk.toString();
       if (out.length < 4_000) out += text;
       for (const line of text.split('\n')) {
+        const memory = gcMemoryOf(line);
+        if (memory) child.emit('gc-memory', memory);
         if (
           /"level":(40|50|60)|Error/.test(line) &&
           !line.includes('JWT_SECRET is not set') &&
@@ -134,6 +148,18 @@ function startServer(system, tag) {
     };
     child.stdout.on('data', collect);
     child.stderr.on('data', collect);
+  });
+}
+
+/** relayhub only: forces a full GC in the server; resolves with its memory after it (undefined: none). */
+function memoryAfterGc(server) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), 30_000);
+    server.once('gc-memory', (memory) => {
+      clearTimeout(timer);
+      resolve({ ...memory, rss: rssBytes(server.pid) });
+    });
+    server.kill('SIGUSR2');
   });
 }
 
@@ -190,6 +216,8 @@ async function measure(system, tag) {
     startNode([join(here, 'connections-clients.mjs')], { ipc: true }),
   );
   try {
+    // note: relayhub's start-up garbage is collected before the baseline (which can only raise its figure).
+    const gcBefore = system === 'relayhub' ? await memoryAfterGc(server) : undefined;
     await sleep(1_000);
     const rssBefore = rssBytes(server.pid);
     const heapBefore = system === 'relayhub' ? await relayhubHeap(server.port) : undefined;
@@ -220,6 +248,8 @@ async function measure(system, tag) {
     const rssIdle = rssBytes(server.pid);
     const heapIdle = system === 'relayhub' ? await relayhubHeap(server.port) : undefined;
     const stillOpen = (await ask(clients, { type: 'count' }, 'count')).reduce((sum, c) => sum + c.open, 0);
+    // note: after the idle figures: the heap that is live (and the RSS) once the garbage is collected.
+    const gcIdle = gcBefore ? await memoryAfterGc(server) : undefined;
     const result = {
       connections: count,
       failed,
@@ -233,6 +263,14 @@ async function measure(system, tag) {
             heapUsedBytesPerConnection: Math.round((heapIdle.used - heapBefore.used) / Math.max(1, count)),
             heapTotalBytesPerConnection: Math.round((heapIdle.total - heapBefore.total) / Math.max(1, count)),
             newSpaceBytes: heapIdle.newSpace,
+          }
+        : {}),
+      ...(gcBefore && gcIdle
+        ? {
+            heapAfterGcBytesPerConnection: Math.round(
+              (gcIdle.heapUsed - gcBefore.heapUsed) / Math.max(1, count),
+            ),
+            rssAfterGcBytesPerConnection: Math.round((gcIdle.rss - gcBefore.rss) / Math.max(1, count)),
           }
         : {}),
       idleCpuPercent: Number(idleCpuPercent.toFixed(2)),
@@ -270,7 +308,8 @@ for (const system of systems) {
       `${r.idleCpuPercent}% of a core idle, ${r.connectionsPerSecond} connections/s ` +
       (r.heapUsedBytesPerConnection !== undefined
         ? `(V8 heap used ${r.heapUsedBytesPerConnection} B/connection, committed ` +
-          `${r.heapTotalBytesPerConnection} B/connection, new space ${(r.newSpaceBytes / 2 ** 20).toFixed(1)} MiB) `
+          `${r.heapTotalBytesPerConnection} B/connection, new space ${(r.newSpaceBytes / 2 ** 20).toFixed(1)} MiB; ` +
+          `after a full GC: heap ${r.heapAfterGcBytesPerConnection} B/connection, RSS ${r.rssAfterGcBytesPerConnection} B/connection) `
         : '') +
       `(${r.openSeconds} s; server CPU ${r.openCpuMicrosPerConnection} us per connection opened), ` +
       `load average ${r.loadAverage}`,

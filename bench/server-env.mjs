@@ -16,8 +16,8 @@ export function withoutServerSettings(environment) {
   return copy;
 }
 
-/** `node` arguments of `relayhub serve` on a free loopback port with the PUB/SUB backplane, plus `extra`. */
-export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
+/** `node` arguments of `relayhub serve` on a free loopback port with the `backplane` given, plus `extra`. */
+export function serveArgs(backplane, redisUrl, channelPrefix, extra = []) {
   return [
     'dist/cli/main.js',
     'serve',
@@ -26,7 +26,7 @@ export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
     '--host',
     '127.0.0.1',
     '--backplane',
-    'pubsub',
+    backplane,
     '--redis-url',
     redisUrl,
     '--channel-prefix',
@@ -35,7 +35,29 @@ export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
   ];
 }
 
+/** `node` arguments of `relayhub serve` on a free loopback port with the PUB/SUB backplane, plus `extra`. */
+export function pubsubServeArgs(redisUrl, channelPrefix, extra = []) {
+  return serveArgs('pubsub', redisUrl, channelPrefix, extra);
+}
+
 /** `node` arguments of bench/socketio-server.mjs (socket.io + Redis adapter) on a free loopback port. */
 export function socketioServerArgs(redisUrl, key) {
   return ['bench/socketio-server.mjs', '--port', '0', '--redis-url', redisUrl, '--key', key];
+}
+
+/**
+ * `node` flags that make a server force a full GC on SIGUSR2 (two `gc()` calls) and then print one line
+ * `GC-MEMORY <process.memoryUsage() as JSON>`: the benches read the heap that is really live.
+ */
+export const GC_ON_SIGNAL_ARGS = [
+  '--expose-gc',
+  '--import',
+  `data:text/javascript,${encodeURIComponent(
+    "process.on('SIGUSR2', () => { globalThis.gc(); globalThis.gc(); console.log('GC-MEMORY ' + JSON.stringify(process.memoryUsage())); });",
+  )}`,
+];
+
+/** The `process.memoryUsage()` of a `GC-MEMORY` line of {@link GC_ON_SIGNAL_ARGS}, else undefined. */
+export function gcMemoryOf(line) {
+  return line.startsWith('GC-MEMORY ') ? JSON.parse(line.slice('GC-MEMORY '.length)) : undefined;
 }

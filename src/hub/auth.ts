@@ -16,8 +16,11 @@ export interface Principal {
  */
 export type Authenticate = (request: IncomingMessage, url: URL) => Promise<Principal | null>;
 
+/** The claims of an anonymous principal: one frozen object, shared (no object per connection). */
+const NO_CLAIMS: Readonly<Record<string, unknown>> = Object.freeze({});
+
 /** Everyone is welcome and nobody is a user: the default when no authenticator is configured. */
-export const anonymous: Authenticate = async () => ({ claims: {} });
+export const anonymous: Authenticate = async () => ({ claims: NO_CLAIMS });
 
 /**
  * Reads the bearer token the way SignalR clients send it: the `Authorization: Bearer` header, or the

@@ -34,6 +34,11 @@ export function connectionTokenSecretFrom(jwtSecret: string): string {
 /** What a valid token says. */
 export interface TokenClaims {
   connectionId: string;
+  /**
+   * The token itself, re-encoded from its bytes: equal to the one presented, but a string of its own
+   * (the presented one is sliced from the request's URL, which a connection would otherwise keep alive).
+   */
+  token: string;
   /** Negotiate offered stateful reconnect. */
   stateful: boolean;
   /** This process issued it (the HTTP transports accept only those: they need affinity). */
@@ -71,6 +76,7 @@ export class ConnectionTokens {
   readonly #now: () => number;
   /** Tokens whose connection ended on this instance, until they expire (by insertion: end time). */
   readonly #spent = new Map<string, number>();
+  #anonymousTag: Buffer | undefined;
   /** Whether the key came from the options (shared) rather than this process. */
   readonly shared: boolean;
 
@@ -114,7 +120,8 @@ export class ConnectionTokens {
     if (token.length !== TOKEN_CHARS) return { ok: false, status: 404, reason: 'malformed' };
     const bytes = Buffer.from(token, 'base64url');
     // note: Buffer.from skips characters outside the alphabet, so a mangled token comes out shorter.
-    if (bytes.length !== TOKEN_BYTES || bytes[0] !== VERSION || bytes.toString('base64url') !== token) {
+    const canonical = bytes.toString('base64url');
+    if (bytes.length !== TOKEN_BYTES || bytes[0] !== VERSION || canonical !== token) {
       return { ok: false, status: 404, reason: 'malformed' };
     }
     if (!timingSafeEqual(this.#mac(bytes), bytes.subarray(AT_MAC))) {
@@ -130,6 +137,7 @@ export class ConnectionTokens {
       ok: true,
       claims: {
         connectionId: bytes.subarray(AT_ID, AT_EXPIRY).toString('base64url'),
+        token: canonical,
         stateful: ((bytes[AT_FLAGS] as number) & STATEFUL) !== 0,
         issuedHere: bytes.subarray(AT_ISSUER, AT_USER).equals(this.#issuer),
       },
@@ -168,6 +176,12 @@ export class ConnectionTokens {
   }
 
   #userTag(userId: string | undefined): Buffer {
+    // note: the anonymous tag is the same for every token: computed once, not twice per connection.
+    if (userId === undefined) return (this.#anonymousTag ??= this.#tagOf(undefined));
+    return this.#tagOf(userId);
+  }
+
+  #tagOf(userId: string | undefined): Buffer {
     // note: anonymous ('\0') and every user id ('\x01' + id) hash apart, the empty id included.
     return createHmac('sha256', this.#key)
       .update('relayhub connection user\0')
@@ -198,6 +212,6 @@ export function connectionForToken(
   if (!options.anyInstance && !check.claims.issuedHere) return 404;
   return hub.createConnection(principal, {
     statefulReconnect: check.claims.stateful,
-    ids: { connectionId: check.claims.connectionId, token },
+    ids: { connectionId: check.claims.connectionId, token: check.claims.token },
   });
 }

@@ -24,7 +24,7 @@ import {
 import type { Principal } from './auth.js';
 import type { CallerClients, GroupManager } from './clients.js';
 import { type ConnectionContext, type HubDefinition, isStreamingMethod } from './hub.js';
-import { EMPTY_REQUEST, type HubRequest } from './hub-request.js';
+import { DeferredRequest, EMPTY_REQUEST, type HubRequest } from './hub-request.js';
 import type { Addressable } from './local-registry.js';
 import { type ClientErrorKind, LogBudget, truncateForLog } from './client-errors.js';
 import type { HubCounters } from '../metrics/hub-stats.js';
@@ -79,6 +79,14 @@ interface PendingResult {
 }
 
 const ACK_INTERVAL_MS = 1_000;
+/** What a connection's times are relative to (see {@link Connection}'s `#since`). */
+const CLOCK_BASE = Date.now();
+const STATEFUL_OFFERED = 1;
+const AWAITING_SEQUENCE = 2;
+const FLUSH_SCHEDULED = 4;
+const HANDSHAKE_DONE = 8;
+const ON_CONNECTED_CALLED = 16;
+const READ_PAUSED = 32;
 /** How long a refused, paused socket may take to flush its handshake error before it is dropped. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -93,8 +101,10 @@ export class Connection implements Addressable {
   readonly token: string;
   readonly userId: string | undefined;
   readonly claims: Principal['claims'];
-  /** The request that bound the current socket (or how to snapshot it on first use). */
-  #request: HubRequest | (() => HubRequest) = EMPTY_REQUEST;
+  /** The slot of the hub's timer wheel this connection is in (kept by the wheel). */
+  wheelSlot: number | undefined = undefined;
+  /** The request that bound the current socket (or what snapshots it on first use). */
+  #request: HubRequest | DeferredRequest = EMPTY_REQUEST;
 
   #state: State = 'pending';
   #transport: Transport | undefined;
@@ -109,33 +119,24 @@ export class Connection implements Addressable {
   #context: ConnectionContext | undefined;
   #items: Map<string, unknown> | undefined;
   #logBudget: LogBudget | undefined;
-  readonly #statefulOffered: boolean;
   #resume: ResumeBuffer | undefined;
-  /** After a stateful reconnect, client messages are dropped until the client's Sequence arrives. */
-  #awaitingSequence = false;
   #ackTimer: NodeJS.Timeout | undefined;
 
-  /**
-   * When the current state's deadline started: the negotiate (pending), the socket bound (handshake,
-   * starting), the socket dropped (detached).
-   */
-  #since = Date.now();
-  #lastReceivedAt = 0;
-  #lastSentAt = 0;
+  /** `#since`, `#lastReceivedAt` and `#lastSentAt` (accessors below), relative to CLOCK_BASE. */
+  #sinceAt = Date.now() - CLOCK_BASE;
+  #receivedAt = 0;
+  #sentAt = 0;
+  /** The booleans (accessors below), one bit each: one field instead of six on every connection. */
+  #flags = 0;
 
   /** What was written this turn, for the next flush (created on first write). */
   #pending: Frame[] | undefined;
   #pendingBytes = 0;
-  #flushScheduled = false;
-  /** Nothing but the handshake response may be written before it. */
-  #handshakeDone = false;
-  #onConnectedCalled = false;
   #waitingFrames: Frame[] | undefined;
   #waitingBytes = 0;
 
   #queue: (() => Promise<void>)[] | undefined;
   #running = 0;
-  #readPaused = false;
   // note: the maps and sets below are created on first use: most connections never stream or get a
   // client result, and an idle connection should cost as little as possible.
   #uploads: Map<string, UploadStream> | undefined;
@@ -146,6 +147,73 @@ export class Connection implements Addressable {
   #streams: Map<string, AbortController> | undefined;
   #results: Map<string, PendingResult> | undefined;
   #nextInvocationId = 0;
+
+  // note: times are kept relative to CLOCK_BASE, small integers that V8 stores in the object itself;
+  // absolute ones (Date.now()) would each take a separate heap number per connection.
+  /**
+   * When the current state's deadline started: the negotiate (pending), the socket bound (handshake,
+   * starting), the socket dropped (detached).
+   */
+  get #since(): number {
+    return this.#sinceAt + CLOCK_BASE;
+  }
+  set #since(at: number) {
+    this.#sinceAt = at - CLOCK_BASE;
+  }
+  get #lastReceivedAt(): number {
+    return this.#receivedAt + CLOCK_BASE;
+  }
+  set #lastReceivedAt(at: number) {
+    this.#receivedAt = at - CLOCK_BASE;
+  }
+  get #lastSentAt(): number {
+    return this.#sentAt + CLOCK_BASE;
+  }
+  set #lastSentAt(at: number) {
+    this.#sentAt = at - CLOCK_BASE;
+  }
+
+  get #statefulOffered(): boolean {
+    return (this.#flags & STATEFUL_OFFERED) !== 0;
+  }
+  set #statefulOffered(on: boolean) {
+    this.#setFlag(STATEFUL_OFFERED, on);
+  }
+  /** After a stateful reconnect, client messages are dropped until the client's Sequence arrives. */
+  get #awaitingSequence(): boolean {
+    return (this.#flags & AWAITING_SEQUENCE) !== 0;
+  }
+  set #awaitingSequence(on: boolean) {
+    this.#setFlag(AWAITING_SEQUENCE, on);
+  }
+  get #flushScheduled(): boolean {
+    return (this.#flags & FLUSH_SCHEDULED) !== 0;
+  }
+  set #flushScheduled(on: boolean) {
+    this.#setFlag(FLUSH_SCHEDULED, on);
+  }
+  /** Nothing but the handshake response may be written before it. */
+  get #handshakeDone(): boolean {
+    return (this.#flags & HANDSHAKE_DONE) !== 0;
+  }
+  set #handshakeDone(on: boolean) {
+    this.#setFlag(HANDSHAKE_DONE, on);
+  }
+  get #onConnectedCalled(): boolean {
+    return (this.#flags & ON_CONNECTED_CALLED) !== 0;
+  }
+  set #onConnectedCalled(on: boolean) {
+    this.#setFlag(ON_CONNECTED_CALLED, on);
+  }
+  get #readPaused(): boolean {
+    return (this.#flags & READ_PAUSED) !== 0;
+  }
+  set #readPaused(on: boolean) {
+    this.#setFlag(READ_PAUSED, on);
+  }
+  #setFlag(flag: number, on: boolean): void {
+    this.#flags = on ? this.#flags | flag : this.#flags & ~flag;
+  }
 
   constructor(
     host: ConnectionHost,
@@ -164,11 +232,11 @@ export class Connection implements Addressable {
 
   /** The request that bound the current socket, for `ctx.request`; the server sets it before `attach`. */
   get request(): HubRequest {
-    if (typeof this.#request === 'function') this.#request = this.#request();
+    if (this.#request instanceof DeferredRequest) this.#request = this.#request.get();
     return this.#request;
   }
 
-  set request(request: HubRequest | (() => HubRequest)) {
+  set request(request: HubRequest | DeferredRequest) {
     this.#request = request;
   }
 

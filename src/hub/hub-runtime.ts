@@ -26,7 +26,7 @@ import { Connection, type ConnectionHost } from './connection.js';
 import type { HubContext, HubDefinition } from './hub.js';
 import { type ReliableClients, reliableClients } from './reliable-clients.js';
 import { LocalRegistry } from './local-registry.js';
-import { TimerWheel } from './timer-wheel.js';
+import { type SlotStore, TimerWheel } from './timer-wheel.js';
 import { countInvocations, HubCounters } from '../metrics/hub-stats.js';
 import { newId } from './random-ids.js';
 
@@ -55,6 +55,13 @@ function wheelResolutionMs(o: HubOptions): number {
   );
   return Math.min(1_000, Math.max(10, Math.floor(shortest / 4)));
 }
+
+/** The timer wheel keeps each connection's slot on the connection, not in a map. */
+const CONNECTION_SLOTS: SlotStore<Connection> = {
+  get: (connection) => connection.wheelSlot,
+  set: (connection, slot) => (connection.wheelSlot = slot),
+  delete: (connection) => (connection.wheelSlot = undefined),
+};
 
 /**
  * One hub mounted at one path on this instance: its connections, their timer wheel, and the bridge between
@@ -99,7 +106,12 @@ export class HubRuntime implements LocalHub, ConnectionHost, ClientSink, HubCont
       }
     }
     this.definition = countInvocations(definition, this.stats);
-    this.#wheel = new TimerWheel(wheelResolutionMs(options), (connection, now) => connection.tick(now));
+    this.#wheel = new TimerWheel(
+      wheelResolutionMs(options),
+      (connection, now) => connection.tick(now),
+      Date.now(),
+      CONNECTION_SLOTS,
+    );
     this.clients = hubClients(this);
     this.reliable = reliableClients(() => (this.#closing ? undefined : this.#lane), this.stats);
     this.groups = {

@@ -8,7 +8,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type Logger, pino } from 'pino';
-import { WebSocketServer } from 'ws';
+import { type Server as WsServer, WebSocketServer } from 'ws';
 import type { Backplane, BackplaneHealth } from '../backplane/backplane.js';
 import { type BackplaneKind, createBackplane, type RedisOption } from '../backplane/create-backplane.js';
 import { type HubOptions, resolveHubOptions } from '../config.js';
@@ -21,9 +21,9 @@ import {
   serverTimeouts,
 } from './http-edge.js';
 import type { HubContext, HubDefinition } from './hub.js';
-import { deferredSnapshot, type HubRequest, snapshotRequest } from './hub-request.js';
+import { DeferredRequest, type HubRequest, snapshotRequest } from './hub-request.js';
 import { HubRuntime } from './hub-runtime.js';
-import { WebSocketTransport } from '../transport/websocket.js';
+import { HubWebSocket, WebSocketSet, WebSocketTransport } from '../transport/websocket.js';
 import { availableTransports, maxPayloadBytes, serveHttpTransport } from './http-transports.js';
 import { type CorsOptions, CorsPolicy } from './cors.js';
 import { runChecks } from './health-checks.js';
@@ -114,13 +114,17 @@ export class HubServer {
   readonly #fallback: RequestListener | undefined;
   /** By lower-cased path: hub paths match case-insensitively, as ASP.NET routing does. */
   readonly #hubs = new Map<string, MappedHub>();
-  readonly #wss: WebSocketServer;
+  readonly #wss: WsServer<typeof HubWebSocket>;
+  /** The open WebSockets (ws's own client tracking is off: it costs every socket a closure and more). */
+  readonly #sockets: WebSocketSet;
   #http: Server | undefined;
   readonly #metrics: MetricsCollector;
   readonly #cors: CorsPolicy;
   readonly #healthChecks: Record<string, () => Promise<unknown>>;
   readonly #metricsOptions: boolean | MetricsOptions;
   readonly #tokens: ConnectionTokens;
+  /** The `availableTransports` of every negotiate answer, as JSON (the options do not change). */
+  readonly #transportsJson: string;
   #metricsServer: Server | undefined;
   #refusedSocket: (socket: Socket) => boolean = () => false;
   #started = false;
@@ -180,8 +184,14 @@ export class HubServer {
       hubs: () => [...this.#hubs.values()].map((mapped) => mapped.runtime),
       backplane: this.#backplane,
     });
+    this.#transportsJson = JSON.stringify(availableTransports(this.#options));
+    this.#sockets = new WebSocketSet(this.#options.maxBufferedBytesPerClient);
     this.#wss = new WebSocketServer({
       noServer: true,
+      WebSocket: HubWebSocket,
+      clientTracking: false,
+      // note: pings are answered by the transport's shared listener (ws's keeps a closure per socket).
+      autoPong: false,
       perMessageDeflate: false,
       // note: a frame may batch many records; each record is checked against maximumReceiveMessageSize.
       maxPayload: maxPayloadBytes(this.#options),
@@ -384,21 +394,25 @@ export class HubServer {
     const version = Number(queryParam(url, 'negotiateVersion') ?? 0);
     const wantsStateful = queryParam(url, 'useStatefulReconnect') === 'true';
     const stateful = wantsStateful && this.#options.allowStatefulReconnects && version >= 1;
-    const transports = availableTransports(this.#options);
     if (version < 1) {
       // note: v0 has no token (the id is the secret), so it stays a connection of this instance.
       const { connectionId } = hub.createConnection(principal, { statefulReconnect: false, v0: true });
-      return json(res, 200, { negotiateVersion: 0, connectionId, availableTransports: transports });
+      return json(res, 200, {
+        negotiateVersion: 0,
+        connectionId,
+        availableTransports: availableTransports(this.#options),
+      });
     }
     // ---- connection token: v1 negotiate keeps nothing; the signed token opens the connection anywhere ----
     const { connectionId, token } = this.#tokens.issue(principal.userId, stateful);
-    json(res, 200, {
-      negotiateVersion: 1,
-      connectionId,
-      connectionToken: token,
-      availableTransports: transports,
-      ...(stateful ? { useStatefulReconnect: true } : {}),
-    });
+    // note: the same JSON as stringifying the answer, with its constant part encoded once per server.
+    jsonText(
+      res,
+      200,
+      `{"negotiateVersion":1,"connectionId":${JSON.stringify(connectionId)},"connectionToken":` +
+        `${JSON.stringify(token)},"availableTransports":${this.#transportsJson}` +
+        `${stateful ? ',"useStatefulReconnect":true' : ''}}`,
+    );
   }
 
   /** `GET`/`POST`/`DELETE <hub>?id=`: Server-Sent Events and long polling. */
@@ -433,8 +447,8 @@ export class HubServer {
     if (!this.#cors.allows(req)) return rejectUpgrade(socket, 403, 'Forbidden');
     if (this.#closing) return rejectUpgrade(socket, 503, 'Service Unavailable');
     // note: taken on first use (authorize, ctx.request): the connection keeps it for its whole life.
-    const request = deferredSnapshot(req, url);
-    const access = await this.#admit(mapped, req, url, request);
+    const request = new DeferredRequest(req, url);
+    const access = await this.#admit(mapped, req, url, () => request.get());
     if (access.status !== 200) {
       return rejectUpgrade(socket, access.status, access.status === 401 ? 'Unauthorized' : 'Forbidden');
     }
@@ -458,12 +472,12 @@ export class HubServer {
     }
     const bound = connection;
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
-      if (!bound.acceptsSocket || this.#closing) {
-        ws.close(1001);
-        return;
-      }
+      // note: the WebSocket has its own 'error' listener now (which destroys the socket too).
+      socket.off('error', destroySocket);
+      const transport = new WebSocketTransport(ws, this.#sockets);
+      if (!bound.acceptsSocket || this.#closing) return transport.refuse(1001);
       bound.request = request;
-      bound.attach(new WebSocketTransport(ws));
+      bound.attach(transport);
     });
   }
 
@@ -510,7 +524,7 @@ export class HubServer {
       await attempt(
         () =>
           new Promise<void>((resolve) => {
-            for (const ws of this.#wss.clients) ws.terminate();
+            this.#sockets.terminateAll();
             this.#wss.close(() => resolve());
           }),
       );
@@ -546,7 +560,10 @@ function queryParam(url: URL, name: string): string | undefined {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  jsonText(res, status, JSON.stringify(body));
+}
+
+function jsonText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }

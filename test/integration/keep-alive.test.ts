@@ -71,4 +71,16 @@ describe('keep-alive on the timer wheel', () => {
     expect(talking.every((c) => c.closeCode === undefined)).toBe(true);
     expect(s.server.connectionCount).toBe(15);
   });
+
+  it('answers a WebSocket ping with a pong carrying its data (the transport answers, not ws)', async () => {
+    server = await startServer();
+    const [client] = await open(server, 1);
+    if (!client) throw new Error('no client');
+    const pongs: string[] = [];
+    client.ws.on('pong', (data) => pongs.push(data.toString()));
+    client.ws.ping('first');
+    client.ws.ping('second');
+    await waitFor(() => pongs.length === 2);
+    expect(pongs).toEqual(['first', 'second']);
+  });
 });

@@ -28,11 +28,11 @@ describe('connection tokens', () => {
     expect(token).not.toBe(connectionId);
     expect(a.verify(token, 'alice')).toEqual({
       ok: true,
-      claims: { connectionId, stateful: false, issuedHere: true },
+      claims: { connectionId, token, stateful: false, issuedHere: true },
     });
     expect(b.verify(token, 'alice')).toEqual({
       ok: true,
-      claims: { connectionId, stateful: false, issuedHere: false },
+      claims: { connectionId, token, stateful: false, issuedHere: false },
     });
     expect(a.shared).toBe(true);
   });

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { snapshotRequest } from '../../src/hub/hub-request.js';
+import { DeferredRequest, snapshotRequest } from '../../src/hub/hub-request.js';
 import { decodePathSegment, parseRequestTarget } from '../../src/hub/request-target.js';
 
 const parse = (url: string | undefined) => parseRequestTarget({ url });
@@ -95,5 +95,39 @@ describe('snapshotRequest', () => {
     );
     expect(snapshot.cookies.__proto__).toBe('y');
     expect(snapshot.query.__proto__).toBe('z');
+  });
+
+  it('taken on first use, equals the snapshot taken at once, whatever the header values hold', () => {
+    const cases: [Record<string, string | string[]>, string | undefined, string][] = [
+      [
+        { cookie: 'a=1; b="two"', 'x-list': ['p', 'q'] },
+        '10.0.0.7',
+        'http://h.invalid/hubs/demo?room=lobby&id=t',
+      ],
+      [
+        { 'x-digits': '12:34:', 'x-empty': '', 'x-colon': ':', 'x-latin': 'caf\u00e9 \u00ff' },
+        '::1',
+        'http://h.invalid/a%20b?q=%E2%82%AC&q=2',
+      ],
+      [
+        { __proto__: 'x', cookie: '__proto__=y' } as unknown as Record<string, string>,
+        undefined,
+        'http://h.invalid/',
+      ],
+    ];
+    for (const [headers, address, target] of cases) {
+      const req = {
+        method: 'POST',
+        headers,
+        socket: { remoteAddress: address },
+      } as unknown as IncomingMessage;
+      const url = new URL(target);
+      const deferred = new DeferredRequest(req, url);
+      const snapshot = deferred.get();
+      expect(snapshot).toEqual(snapshotRequest(req, url));
+      expect(snapshot.remoteAddress).toBe(address);
+      expect(Object.isFrozen(snapshot.headers)).toBe(true);
+      expect(deferred.get()).toBe(snapshot);
+    }
   });
 });

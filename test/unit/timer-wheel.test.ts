@@ -115,4 +115,37 @@ describe('TimerWheel', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(seen).toHaveLength(1);
   });
+
+  it('keeps the slots where the items say, with the same visits and size as with its own map', () => {
+    type Item = { name: string; slot: number | undefined };
+    const items = ['a', 'b', 'c'].map((name): Item => ({ name, slot: undefined }));
+    const visits: string[] = [];
+    const w = new TimerWheel<Item>(
+      100,
+      (item, now) => {
+        visits.push(`${item.name}@${now}`);
+        return item.name === 'a' && now < 400 ? now + 200 : undefined;
+      },
+      0,
+      {
+        get: (item) => item.slot,
+        set: (item, slot) => (item.slot = slot),
+        delete: (item) => (item.slot = undefined),
+      },
+    );
+    const [a, b, c] = items as [Item, Item, Item];
+    w.schedule(a, 100);
+    w.schedule(b, 900);
+    w.schedule(b, 200);
+    w.schedule(c, 300);
+    expect(b.slot).toBe(2);
+    expect(w.size).toBe(3);
+    w.cancel(c);
+    expect(c.slot).toBeUndefined();
+    expect(w.size).toBe(2);
+    for (let t = 0; t <= 1_000; t += 50) w.advance(t);
+    expect(visits).toEqual(['a@100', 'b@200', 'a@300', 'a@500']);
+    expect(w.size).toBe(0);
+    expect(items.map((item) => item.slot)).toEqual([undefined, undefined, undefined]);
+  });
 });
