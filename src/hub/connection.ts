@@ -75,7 +75,10 @@ type State =
 interface PendingResult {
   resolve(value: unknown): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout;
+  target: string;
+  timeoutMs: number;
+  /** When it times out (`Date.now()` clock). */
+  deadline: number;
 }
 
 const ACK_INTERVAL_MS = 1_000;
@@ -146,6 +149,9 @@ export class Connection implements Addressable {
   #activeStreams = 0;
   #streams: Map<string, AbortController> | undefined;
   #results: Map<string, PendingResult> | undefined;
+  /** One timer for every pending result: armed for the earliest deadline (not a timer per invocation). */
+  #resultsTimer: NodeJS.Timeout | undefined;
+  #resultsTimerAt = 0;
   #nextInvocationId = 0;
 
   // note: times are kept relative to CLOCK_BASE, small integers that V8 stores in the object itself;
@@ -342,16 +348,9 @@ export class Connection implements Addressable {
     if (this.#state === 'ended') return Promise.reject(closedError(this.connectionId));
     const invocationId = `s${this.#nextInvocationId++}`;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#results?.delete(invocationId);
-        reject(
-          new RelayhubError(
-            'ERR_INVOCATION_TIMEOUT',
-            `Client '${this.connectionId}' did not answer '${target}' within ${timeoutMs} ms.`,
-          ),
-        );
-      }, timeoutMs);
-      (this.#results ??= new Map()).set(invocationId, { resolve, reject, timer });
+      const deadline = Date.now() + timeoutMs;
+      (this.#results ??= new Map()).set(invocationId, { resolve, reject, target, timeoutMs, deadline });
+      this.#armResultsTimer(deadline);
       this.#send(
         args instanceof EncodedArguments
           ? args.invocation(this.#protocol, invocationId, target)
@@ -359,6 +358,35 @@ export class Connection implements Addressable {
         true,
       );
     });
+  }
+
+  /** Makes the results timer fire by `deadline`. */
+  #armResultsTimer(deadline: number): void {
+    if (this.#resultsTimer && this.#resultsTimerAt <= deadline) return;
+    clearTimeout(this.#resultsTimer);
+    this.#resultsTimerAt = deadline;
+    this.#resultsTimer = setTimeout(() => this.#expireResults(), Math.max(0, deadline - Date.now()));
+  }
+
+  /** Rejects the pending results whose deadline passed, then waits for the next one. */
+  #expireResults(): void {
+    this.#resultsTimer = undefined;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [invocationId, pending] of this.#results ?? []) {
+      if (pending.deadline > now) {
+        next = Math.min(next, pending.deadline);
+        continue;
+      }
+      this.#results?.delete(invocationId);
+      pending.reject(
+        new RelayhubError(
+          'ERR_INVOCATION_TIMEOUT',
+          `Client '${this.connectionId}' did not answer '${pending.target}' within ${pending.timeoutMs} ms.`,
+        ),
+      );
+    }
+    if (next !== Infinity) this.#armResultsTimer(next);
   }
 
   /** Sends a Close message and ends the connection. Idempotent. */
@@ -650,7 +678,6 @@ export class Connection implements Addressable {
     const pending = this.#results?.get(message.invocationId);
     if (!pending) return;
     this.#results?.delete(message.invocationId);
-    clearTimeout(pending.timer);
     if (message.error !== undefined) {
       // note: the client's text exactly (`Error: from callback`, `Client didn't provide a result.`), as
       // SignalR's InvokeAsync throws it; the code says where it came from.
@@ -1029,10 +1056,9 @@ export class Connection implements Addressable {
     this.#abortController?.abort(
       error ?? new RelayhubError('ERR_CONNECTION_CLOSED', 'The connection ended.'),
     );
-    for (const [, pending] of this.#results ?? []) {
-      clearTimeout(pending.timer);
-      pending.reject(closedError(this.connectionId));
-    }
+    clearTimeout(this.#resultsTimer);
+    this.#resultsTimer = undefined;
+    for (const [, pending] of this.#results ?? []) pending.reject(closedError(this.connectionId));
     this.#results = undefined;
     for (const upload of this.#uploads?.values() ?? []) upload.end('The connection ended.');
     this.#uploads = undefined;
