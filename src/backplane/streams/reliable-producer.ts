@@ -231,7 +231,10 @@ export async function sendReliableBatch(
       outcomes[chunk.indexes[m] as number] = { ok: true, result };
       last = Math.max(last, offset);
     }
-    routes.push(route(scripts, keys, chunk.userId, last, reply.slice(1 + count * 3).map(String)));
+    // note: on one node the script routed already and names no instance.
+    if (reply.length > 1 + count * 3) {
+      routes.push(route(scripts, keys, chunk.userId, last, reply.slice(1 + count * 3).map(String)));
+    }
   });
   await Promise.all(routes);
   return outcomes;

@@ -60,7 +60,8 @@ for i = 0, count - 1 do
     table.insert(reply, 1)
   else
     local offset = redis.call('INCR', KEYS[1])
-    local id = redis.call('XADD', KEYS[2], '*', 'o', offset, 'm', mid, 't', ARGV[base + 2], 'a', ARGV[base + 3])
+    local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', maxLength, '*', 'o', offset, 'm', mid, 't', ARGV[base + 2],
+      'a', ARGV[base + 3])
     table.insert(fresh, { id, base })
     carried = carried + #ARGV[base + 3]
     if ARGV[base + 4] == '1' then
@@ -74,7 +75,6 @@ for i = 0, count - 1 do
   end
 end
 if last > 0 then
-  if redis.call('XLEN', KEYS[2]) > maxLength then redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', maxLength) end
   local now = redis.call('TIME')
   local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))
