@@ -82,6 +82,9 @@ export interface Position {
 
 export const START: Position = { offset: 0, streamId: '0-0' };
 
+/** Where a run's ack chain starts (one resolved promise for every run). */
+const SETTLED: Promise<void> = Promise.resolve();
+
 /** One message of the window. */
 interface Slot {
   entry: InboxEntry;
@@ -126,8 +129,6 @@ interface Run {
   failure: unknown;
   /** Settlements of sends, handled by the drain loop in order. */
   settled: { slot: Slot; error: unknown }[];
-  /** The reason a slot failed, for dead letters. */
-  reasons: Map<Slot, string>;
 }
 
 /**
@@ -255,13 +256,12 @@ export class UserSession {
       streak: 0,
       buffer: first.entries,
       exhausted: carried ? this.#coveredBy(wakes) : this.#short(first.entries.length, size, wakes),
-      acking: Promise.resolve(),
+      acking: SETTLED,
       acksOut: 0,
       unacked: undefined,
       sure: true,
       failure: undefined,
       settled: [],
-      reasons: new Map(),
     };
     this.#run_ = run;
     try {
