@@ -12,6 +12,7 @@ import type {
 import { CONSUMER_GROUP, type ReliableKeys, type UserKeys } from '../../redis/keys.js';
 import { describe } from '../pubsub/redis-connection.js';
 import { sweepDeadInstances } from './dead-instances.js';
+import { Coalescer } from './coalescer.js';
 import { SendBatcher } from './send-batcher.js';
 import {
   DELIVERY_STREAM_MAX,
@@ -169,10 +170,12 @@ export class StreamsLane implements ReliableLane, SessionHost {
   #lastBeat = 0;
   #reading: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
-  #toAck: string[] = [];
-  #acks: PendingAck[] = [];
-  #ackTimer: NodeJS.Timeout | undefined;
-  #consumeTimer: NodeJS.Timeout | undefined;
+  /** Clients' acks, sent together (see {@link ack}). */
+  readonly #acks = new Coalescer<PendingAck>(ACK_BATCH, ACK_DELAY_MS, (acks) => this.#sendAcks(acks));
+  /** Consumed wake-ups, deleted together (see {@link #consumed}). */
+  readonly #consumedWakeups = new Coalescer<string>(READ_COUNT, CONSUME_DELAY_MS, (ids) =>
+    this.#deleteWakeups(ids),
+  );
   /** The sends of one event-loop turn, sent together. */
   readonly #batcher = new SendBatcher((messages) =>
     sendReliableBatch(this.#scripts, this.#deps.keys, this.options, messages, this.#deps.durability),
@@ -260,17 +263,10 @@ export class StreamsLane implements ReliableLane, SessionHost {
   ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<boolean> {
     return new Promise((resolve, reject) => {
       this.#acks.push({ keys, offset, streamId, count, resolve, reject });
-      if (this.#acks.length >= ACK_BATCH) this.#flushAcks();
-      else this.#ackTimer ??= setTimeout(() => this.#flushAcks(), ACK_DELAY_MS);
     });
   }
 
-  #flushAcks(): void {
-    clearTimeout(this.#ackTimer);
-    this.#ackTimer = undefined;
-    const acks = this.#acks;
-    this.#acks = [];
-    if (acks.length === 0) return;
+  #sendAcks(acks: PendingAck[]): void {
     const maxAge = this.options.maxAgeMs;
     if (this.redis.isCluster) {
       for (const a of acks) {
@@ -435,17 +431,11 @@ export class StreamsLane implements ReliableLane, SessionHost {
    * read again (its XACK was lost or not sent yet when the connection dropped) only wakes a session.
    */
   #consumed(ids: string[]): void {
-    this.#toAck.push(...ids);
-    if (this.#toAck.length >= READ_COUNT) this.#flushConsumed();
-    else this.#consumeTimer ??= setTimeout(() => this.#flushConsumed(), CONSUME_DELAY_MS);
+    this.#consumedWakeups.push(...ids);
   }
 
-  #flushConsumed(): void {
-    clearTimeout(this.#consumeTimer);
-    this.#consumeTimer = undefined;
-    const batch = this.#toAck;
-    this.#toAck = [];
-    if (batch.length === 0 || this.#stop.signal.aborted) return;
+  #deleteWakeups(batch: string[]): void {
+    if (this.#stop.signal.aborted) return;
     this.redis
       .pipeline()
       .xack(this.#deliveries, CONSUMER_GROUP, ...batch)
@@ -553,9 +543,9 @@ export class StreamsLane implements ReliableLane, SessionHost {
     this.#closing ??= (async () => {
       this.#stop.abort();
       clearInterval(this.#heartbeat);
-      clearTimeout(this.#consumeTimer);
+      this.#consumedWakeups.clear();
       // note: the acks clients gave are sent, not dropped (the lane's connection stays open until below).
-      this.#flushAcks();
+      this.#acks.flush();
       for (const session of this.#sessions.values()) session.close();
       this.#deps.blocking.disconnect();
       await this.#reading;
