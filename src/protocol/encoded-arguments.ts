@@ -13,13 +13,11 @@ export class EncodedArguments {
   /** `json`: a JSON array (as `JSON.stringify` writes one). */
   constructor(readonly json: string) {}
 
-  /** The arguments, with `last` appended (the reliable lane's `{ messageId, offset }`). */
-  static withLast(json: string, last: unknown): EncodedArguments {
-    return EncodedArguments.withLastJson(json, JSON.stringify(last));
-  }
-
-  /** The arguments, with one more given as JSON text. */
-  static withLastJson(json: string, last: string): EncodedArguments {
+  /**
+   * The arguments `json`, with one more given as JSON text `last` (the reliable lane's
+   * `{ messageId, offset }`).
+   */
+  static withLast(json: string, last: string): EncodedArguments {
     return new EncodedArguments(json === '[]' ? `[${last}]` : `${json.slice(0, -1)},${last}]`);
   }
 

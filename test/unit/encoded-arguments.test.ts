@@ -11,7 +11,7 @@ describe('EncodedArguments', () => {
   it('writes the same JSON record as the protocol does for the parsed values', () => {
     fc.assert(
       fc.property(fc.array(fc.jsonValue()), fc.string(), (args, target) => {
-        const encoded = EncodedArguments.withLast(JSON.stringify(args), meta);
+        const encoded = EncodedArguments.withLast(JSON.stringify(args), JSON.stringify(meta));
         expect(encoded.values).toEqual(JSON.parse(JSON.stringify([...args, meta])));
         expect(encoded.invocation(jsonProtocol, 's3', target)).toBe(
           jsonProtocol.write({
@@ -26,11 +26,11 @@ describe('EncodedArguments', () => {
   });
 
   it('appends the last argument to an empty list', () => {
-    expect(EncodedArguments.withLast('[]', meta).json).toBe(`[${JSON.stringify(meta)}]`);
+    expect(EncodedArguments.withLast('[]', JSON.stringify(meta)).json).toBe(`[${JSON.stringify(meta)}]`);
   });
 
   it('gives a MessagePack client the parsed values', () => {
-    const encoded = EncodedArguments.withLast('[1,"two",{"three":3}]', meta);
+    const encoded = EncodedArguments.withLast('[1,"two",{"three":3}]', JSON.stringify(meta));
     expect(encoded.invocation(messagePackProtocol, 's1', 'go')).toEqual(
       messagePackProtocol.write({
         type: MessageType.Invocation,

@@ -24,6 +24,7 @@ import {
 } from './reliable-producer.js';
 import {
   type InboxEntry,
+  inboxArguments,
   type InboxRead,
   parseEntry,
   parsePosition,
@@ -586,13 +587,12 @@ function carriedEntries(fields: string[] | undefined): InboxEntry[] | undefined 
     if (fields[at] !== 's' || fields[at + 2] !== 'm' || fields[at + 4] !== 't' || fields[at + 6] !== 'a') {
       return undefined;
     }
-    const argsJson = fields[at + 7] as string;
     entries.push({
       streamId: fields[at + 1] as string,
       offset: last - count + 1 + i,
       messageId: fields[at + 3] as string,
       target: fields[at + 5] as string,
-      argsJson: argsJson.startsWith('[') && argsJson.endsWith(']') ? argsJson : '[]',
+      argsJson: inboxArguments(fields[at + 7] as string),
     });
   }
   return entries;

@@ -338,7 +338,7 @@ export class UserSession {
       if (entry.offset > previous + 1) this.#reportGap(previous + 1, entry.offset);
       // note: the ReliableMeta `{ messageId, offset }`, written as JSON at once (no object to stringify)
       const meta = `{"messageId":${JSON.stringify(entry.messageId)},"offset":${entry.offset}}`;
-      const args = EncodedArguments.withLastJson(entry.argsJson, meta);
+      const args = EncodedArguments.withLast(entry.argsJson, meta);
       const slot: Slot = { entry, args, state: 'sending', attempt: 0, due: 0 };
       run.window.push(slot);
       this.#send(run, slot);
@@ -567,9 +567,15 @@ export function parseEntry([streamId, fields]: [string, string[]]): InboxEntry {
         break;
     }
   }
-  // note: the producer writes `JSON.stringify(args)`; anything else is taken for no arguments.
-  if (!argsJson.startsWith('[') || !argsJson.endsWith(']')) argsJson = '[]';
-  return { streamId, offset: Number(offset), messageId, target, argsJson };
+  return { streamId, offset: Number(offset), messageId, target, argsJson: inboxArguments(argsJson) };
+}
+
+/**
+ * A message's arguments as an inbox entry (or a wake-up) holds them: the producer writes
+ * `JSON.stringify(args)`, a JSON array; anything else is taken for no arguments.
+ */
+export function inboxArguments(json: string): string {
+  return json.startsWith('[') && json.endsWith(']') ? json : '[]';
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (it never rejects). */
