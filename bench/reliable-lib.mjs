@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { serveCommand } from './server-env.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, '..');
@@ -169,25 +170,14 @@ export function startCli(name, args, ready) {
 export async function startHub({ name, redisUrl, prefix, secret, instanceId, databaseUrl }) {
   const child = await startCli(
     name,
-    [
-      'serve',
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--backplane',
-      'streams',
-      '--redis-url',
-      redisUrl,
-      '--channel-prefix',
-      prefix,
+    serveCommand('streams', redisUrl, prefix, [
       '--instance-id',
       instanceId,
       '--jwt-secret',
       secret,
       '--database-url',
       databaseUrl,
-    ],
+    ]),
     /listening on port (\d+)/,
   );
   child.port = Number(child.match[1]);

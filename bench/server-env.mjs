@@ -18,8 +18,12 @@ export function withoutServerSettings(environment) {
 
 /** `node` arguments of `relayhub serve` on a free loopback port with the `backplane` given, plus `extra`. */
 export function serveArgs(backplane, redisUrl, channelPrefix, extra = []) {
+  return ['dist/cli/main.js', ...serveCommand(backplane, redisUrl, channelPrefix, extra)];
+}
+
+/** The CLI arguments of {@link serveArgs}, without the script (what `relayhub` itself is given). */
+export function serveCommand(backplane, redisUrl, channelPrefix, extra = []) {
   return [
-    'dist/cli/main.js',
     'serve',
     '--port',
     '0',
