@@ -146,7 +146,7 @@ describe('outbox chaos: two deployments on one database and one Redis', () => {
       for (const d of deployments) {
         await waitFor(() => d.log.distinctCount === ROWS, {
           timeoutMs: 20_000,
-          message: `deployment ${d.label}: every message (got ${d.log.distinctCount} of ${ROWS})`,
+          message: () => `deployment ${d.label}: every message (got ${d.log.distinctCount} of ${ROWS})`,
         });
       }
       const lateness = deployments.map((d) => {

@@ -195,7 +195,7 @@ describe('outbox chaos: SIGTERM to a worker', () => {
       });
       await waitFor(() => log.distinctCount === total, {
         timeoutMs: 20_000,
-        message: `every message (got ${log.distinctCount} of ${total})`,
+        message: () => `every message (got ${log.distinctCount} of ${total})`,
       });
       console.info(
         `sigterm: ${total} messages (${total1} in worker 1's ${partitions1.length} partitions); ${inHand} ` +

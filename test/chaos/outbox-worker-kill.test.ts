@@ -156,7 +156,7 @@ describe('outbox chaos: worker SIGKILLed mid-batch', () => {
       expect(restarted.workerId).toBe(workerOptions.instanceId);
       await waitFor(() => log.distinctCount === total, {
         timeoutMs: 20_000,
-        message: `every message after the restart (got ${log.distinctCount} of ${total})`,
+        message: () => `every message after the restart (got ${log.distinctCount} of ${total})`,
       });
       await waitFor(async () => (await markedRelayed()) === total, { message: 'every row marked relayed' });
 

@@ -232,7 +232,7 @@ describe('reliable lane: messages sent while a user is offline', () => {
           const seen = tracker.deduplicated(user).length;
           await waitFor(() => tracker.deduplicated(user).length >= Math.min(seen + 8, PER_USER), {
             timeoutMs: 10_000,
-            message: `${user} to receive more before hop ${hop + 1}:\n${tracker.summary()}`,
+            message: () => `${user} to receive more before hop ${hop + 1}:\n${tracker.summary()}`,
           });
           at = 1 - at;
           const previous = current[i] as HubConnection;

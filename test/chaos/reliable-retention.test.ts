@@ -102,7 +102,7 @@ describe('reliable lane: retention gaps, nacks and dead letters', () => {
     const first = await connect(server, 'carol', events);
     await waitFor(() => seqs(events).length >= 10, {
       timeoutMs: 5_000,
-      message: `carol to get 10 messages: ${JSON.stringify(events)}`,
+      message: () => `carol to get 10 messages: ${JSON.stringify(events)}`,
     });
     await waitFor(async () => (await ackedOffset()) === 30, { timeoutMs: 5_000, message: 'ack of 30' });
     console.info(`[reliable-retention] first connect: ${JSON.stringify(events.slice(0, 2))} …`);
@@ -126,7 +126,7 @@ describe('reliable lane: retention gaps, nacks and dead letters', () => {
     await connect(server, 'carol', later);
     await waitFor(() => seqs(later).length >= 10, {
       timeoutMs: 5_000,
-      message: `carol to get 10 more: ${JSON.stringify(later)}`,
+      message: () => `carol to get 10 more: ${JSON.stringify(later)}`,
     });
     await waitFor(async () => (await ackedOffset()) === 45, { timeoutMs: 5_000, message: 'ack of 45' });
     expect(later[0]).toEqual({
@@ -173,7 +173,7 @@ describe('reliable lane: retention gaps, nacks and dead letters', () => {
     const sentErin = await hub.reliable.user('erin').send('note', 1);
     await waitFor(() => seqs(dave).includes(3) && letters.length === 2, {
       timeoutMs: 10_000,
-      message: `dave to get 3 and two dead letters: ${JSON.stringify(dave)} ${JSON.stringify(letters)}`,
+      message: () => `dave to get 3 and two dead letters: ${JSON.stringify(dave)} ${JSON.stringify(letters)}`,
     });
     await waitFor(async () => (await inspect.get(keys.user('dave').acked))?.startsWith('3 '), {
       timeoutMs: 5_000,

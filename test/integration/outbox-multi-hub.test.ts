@@ -113,7 +113,8 @@ describe('outbox: one app, two hubs', () => {
     const total = USERS.length * PER_USER_PER_HUB;
     await waitFor(() => Object.values(logs).every((log) => log.distinctCount === total), {
       timeoutMs: 10_000,
-      message: `every message on its hub (got ${Object.values(logs).map((l) => l.distinctCount)} of ${total} each)`,
+      message: () =>
+        `every message on its hub (got ${Object.values(logs).map((l) => l.distinctCount)} of ${total} each)`,
     });
     for (const hub of [DEMO_HUB_PATH, ORDERS_HUB]) {
       expect(deliveryProblems(logs[hub]!, expected[hub]!)).toEqual([]);

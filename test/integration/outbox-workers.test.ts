@@ -147,7 +147,7 @@ describe('outbox: two workers', () => {
       const total = USERS * PER_USER;
       await waitFor(() => log.distinctCount === total, {
         timeoutMs: 20_000,
-        message: `all ${total} messages (got ${log.distinctCount})`,
+        message: () => `all ${total} messages (got ${log.distinctCount})`,
       });
       expect(deliveryProblems(log, expected)).toEqual([]);
       for (const user of users) {

@@ -339,7 +339,7 @@ describe('property: a connection fed random frames', () => {
 
             // note: the connection is gone: only the resident client is counted, the token is forgotten.
             await waitFor(() => server.server.connectionCount === 1, {
-              message: `connection count is ${server.server.connectionCount}, expected 1`,
+              message: () => `connection count is ${server.server.connectionCount}, expected 1`,
             });
             await waitFor(() => runtime().connectionByToken(raw.token as string) === undefined, {
               message: 'connection token still known',

@@ -264,6 +264,8 @@ export class StreamsLane implements ReliableLane, SessionHost {
   ack(keys: UserKeys, offset: number, streamId: string, count: number): Promise<boolean> {
     return new Promise((resolve, reject) => {
       this.#acks.push({ keys, offset, streamId, count, resolve, reject });
+      // note: closing: the sessions' last acks go at once, while the connection is still open.
+      if (this.#stop.signal.aborted) this.#acks.flush();
     });
   }
 

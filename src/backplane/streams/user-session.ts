@@ -266,7 +266,10 @@ export class UserSession {
     this.#run_ = run;
     try {
       for (;;) {
-        if (!this.#present()) return;
+        if (!this.#present()) {
+          this.#keepAcks(run);
+          return;
+        }
         if (run.failure) throw run.failure;
         // note: answers that need Redis (a nack) make this asynchronous; acks are applied at once.
         const settling = this.#handleSettled(run);
@@ -404,6 +407,16 @@ export class UserSession {
     slot.state = 'waiting';
     slot.due = 0;
     return true;
+  }
+
+  /**
+   * The user left (or the session closed): the acks that came before still go to Redis (the drain waits for
+   * them), so that a message the user confirmed is not delivered again at the next connect. Nacks are left:
+   * those messages are delivered again anyway.
+   */
+  #keepAcks(run: Run): void {
+    for (const { slot, error } of run.settled.splice(0)) this.#settledAtOnce(run, slot, error);
+    this.#advance(run);
   }
 
   /** {@link #handleSettled} from a nack on: reads the acked offset, then redelivers or dead-letters. */
