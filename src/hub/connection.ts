@@ -82,8 +82,19 @@ interface PendingResult {
 }
 
 const ACK_INTERVAL_MS = 1_000;
-/** What a connection's times are relative to (see {@link Connection}'s `#since`). */
+/** What a connection's times are relative to (see {@link toClock}). */
 const CLOCK_BASE = Date.now();
+/**
+ * A time as milliseconds since CLOCK_BASE in 32 bits: a small integer, which V8 keeps in the object itself
+ * (a plain difference of two `Date.now()` values is a heap number, a box of its own on every connection).
+ * It wraps after ~24.8 days; {@link fromClock} undoes that for any time within as much of now, which a
+ * connection's times always are (the keep-alive and the timeouts renew or end them within minutes).
+ */
+const toClock = (at: number): number => (at - CLOCK_BASE) | 0;
+const fromClock = (value: number): number => {
+  const now = Date.now();
+  return now - ((toClock(now) - value) | 0);
+};
 const STATEFUL_OFFERED = 1;
 const AWAITING_SEQUENCE = 2;
 const FLUSH_SCHEDULED = 4;
@@ -125,8 +136,8 @@ export class Connection implements Addressable {
   #resume: ResumeBuffer | undefined;
   #ackTimer: NodeJS.Timeout | undefined;
 
-  /** `#since`, `#lastReceivedAt` and `#lastSentAt` (accessors below), relative to CLOCK_BASE. */
-  #sinceAt = Date.now() - CLOCK_BASE;
+  /** `#since`, `#lastReceivedAt` and `#lastSentAt` (accessors below), as {@link toClock} keeps them. */
+  #sinceAt = toClock(Date.now());
   #receivedAt = 0;
   #sentAt = 0;
   /** The booleans (accessors below), one bit each: one field instead of six on every connection. */
@@ -154,29 +165,27 @@ export class Connection implements Addressable {
   #resultsTimerAt = 0;
   #nextInvocationId = 0;
 
-  // note: times are kept relative to CLOCK_BASE, small integers that V8 stores in the object itself;
-  // absolute ones (Date.now()) would each take a separate heap number per connection.
   /**
    * When the current state's deadline started: the negotiate (pending), the socket bound (handshake,
    * starting), the socket dropped (detached).
    */
   get #since(): number {
-    return this.#sinceAt + CLOCK_BASE;
+    return fromClock(this.#sinceAt);
   }
   set #since(at: number) {
-    this.#sinceAt = at - CLOCK_BASE;
+    this.#sinceAt = toClock(at);
   }
   get #lastReceivedAt(): number {
-    return this.#receivedAt + CLOCK_BASE;
+    return fromClock(this.#receivedAt);
   }
   set #lastReceivedAt(at: number) {
-    this.#receivedAt = at - CLOCK_BASE;
+    this.#receivedAt = toClock(at);
   }
   get #lastSentAt(): number {
-    return this.#sentAt + CLOCK_BASE;
+    return fromClock(this.#sentAt);
   }
   set #lastSentAt(at: number) {
-    this.#sentAt = at - CLOCK_BASE;
+    this.#sentAt = toClock(at);
   }
 
   get #statefulOffered(): boolean {
@@ -473,7 +482,9 @@ export class Connection implements Addressable {
   #ping(now: number): void {
     const transport = this.#transport;
     if (this.#pending || !this.#handshakeDone || !transport?.writable) return;
-    transport.send(pingFrame(this.#protocol));
+    const ping = pingFrame(this.#protocol);
+    if (transport.sendConstant) transport.sendConstant(ping);
+    else transport.send(ping);
     this.#lastSentAt = now;
   }
 

@@ -39,6 +39,11 @@ export interface Transport {
   /** Subscribes the session; called once, before anything else. */
   bind(events: TransportEvents): void;
   send(payload: Frame): void;
+  /**
+   * {@link send} for a payload that never changes (the keep-alive ping), which a transport may encode
+   * once and write as is. Optional: without it the session calls {@link send}.
+   */
+  sendConstant?(payload: Frame): void;
   /** Stops taking input from the client (TCP backpressure, or holding its next send) until {@link resume}. */
   pause(): void;
   resume(): void;

@@ -129,6 +129,21 @@ export class WebSocketTransport implements Transport {
     if (this.writable) this.#ws.send(payload, { binary: typeof payload !== 'string' });
   }
 
+  /**
+   * The keep-alive, a whole WebSocket frame encoded once and written to the socket in one write, when ws
+   * has nothing of its own waiting (it never has without compression, which the server turns off): ws's
+   * send builds a header, corks, buffers two writes and joins them for every ping of every idle socket,
+   * ~1 KB of garbage each time. With anything waiting, it goes through ws, behind what waits.
+   */
+  sendConstant(payload: Frame): void {
+    if (!this.writable) return;
+    const { _socket: socket, _sender: sender } = this.#ws as unknown as WsInternals;
+    const frame = constantFrame(payload);
+    if (frame && socket?.writable && sender?._state === SENDER_IDLE && sender._queue.length === 0) {
+      socket.write(frame);
+    } else this.send(payload);
+  }
+
   pause(): void {
     this.#ws.pause();
   }
@@ -150,6 +165,34 @@ export class WebSocketTransport implements Transport {
   terminate(): void {
     this.#ws.terminate();
   }
+}
+
+/** What {@link WebSocketTransport.sendConstant} reads of ws 8's own fields (both checked before use). */
+interface WsInternals {
+  _socket?: { writable: boolean; write(chunk: Buffer): boolean };
+  _sender?: { _state: number; _queue: unknown[] };
+}
+
+/** ws's Sender state when it is not compressing or reading a Blob (`DEFAULT` in ws/lib/sender.js). */
+const SENDER_IDLE = 0;
+
+/** Encoded frames of the constant payloads (one per hub protocol: a handful at most). */
+const CONSTANT_FRAMES = new Map<Frame, Buffer | undefined>();
+const MAX_CONSTANT_FRAMES = 16;
+
+/**
+ * A short payload (under 126 bytes) as one final, unmasked server frame (RFC 6455 §5.2): FIN and the text
+ * or binary opcode, the 7-bit length, the payload; undefined for a longer one.
+ */
+function constantFrame(payload: Frame): Buffer | undefined {
+  if (CONSTANT_FRAMES.has(payload)) return CONSTANT_FRAMES.get(payload);
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload);
+  const frame =
+    body.length < 126
+      ? Buffer.concat([Buffer.from([0x80 | (typeof payload === 'string' ? 0x1 : 0x2), body.length]), body])
+      : undefined;
+  if (CONSTANT_FRAMES.size < MAX_CONSTANT_FRAMES) CONSTANT_FRAMES.set(payload, frame);
+  return frame;
 }
 
 function toBuffer(data: WebSocket.RawData): Buffer {

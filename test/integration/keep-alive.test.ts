@@ -4,6 +4,7 @@
  * to gets none, a silent one is closed and the others are kept.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { RawMsgpackClient } from '../helpers/raw-msgpack.js';
 import { RawClient, RS } from '../helpers/raw-ws.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -70,6 +71,40 @@ describe('keep-alive on the timer wheel', () => {
     await waitFor(() => talking.every((c, i) => pings(c) >= (before[i] as number) + 12));
     expect(talking.every((c) => c.closeCode === undefined)).toBe(true);
     expect(s.server.connectionCount).toBe(15);
+  });
+
+  it('writes the keep-alive as one whole frame of the protocol: a JSON text frame, a MessagePack binary frame', async () => {
+    server = await startServer({
+      keepAliveIntervalMs: 100,
+      clientTimeoutMs: 10_000,
+      maximumReceiveMessageSize: 1_000_000,
+    });
+    const [json] = await open(server, 1);
+    const msgpack = await RawMsgpackClient.open(server.url());
+    if (!json) throw new Error('no client');
+    const frames: { binary: boolean; bytes: number }[] = [];
+    msgpack.ws.on('message', (data: Buffer, binary) => frames.push({ binary, bytes: data.length }));
+    try {
+      await waitFor(() => pings(json) >= 3 && msgpack.messages.length >= 3, {
+        message: () =>
+          `json pings ${pings(json)}, msgpack ${JSON.stringify(msgpack.messages)} ${JSON.stringify(frames)} handshake ${JSON.stringify(msgpack.handshake)}`,
+      });
+      // note: MessagePack's ping is [6], length-prefixed: 2 bytes (0x01, fixarray of 1 holding 6).
+      expect(msgpack.messages.slice(0, 3)).toEqual([[6], [6], [6]]);
+      expect(frames.slice(0, 3)).toEqual(Array(3).fill({ binary: true, bytes: 3 }));
+      expect(json.messages.filter((m) => m.type !== 6)).toEqual([]);
+      // note: the pings after a large frame (written by ws, maybe still in the socket's buffer) come whole,
+      // behind it.
+      const before = pings(json);
+      json.send({ type: 1, invocationId: '1', target: 'Echo', arguments: ['x'.repeat(500_000)] });
+      await waitFor(() => pings(json) >= before + 2);
+      const after = json.messages.slice(json.messages.findIndex((m) => m.type === 3));
+      expect(after[0]).toMatchObject({ invocationId: '1', result: 'x'.repeat(500_000) });
+      expect(after.slice(1).every((m) => m.type === 6)).toBe(true);
+      expect(after.length).toBeGreaterThanOrEqual(3);
+    } finally {
+      msgpack.close();
+    }
   });
 
   it('answers a WebSocket ping with a pong carrying its data (the transport answers, not ws)', async () => {
