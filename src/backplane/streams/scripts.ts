@@ -44,41 +44,50 @@ local maxLength = tonumber(ARGV[1])
 local maxAge = tonumber(ARGV[2])
 local inline = ARGV[3] ~= ''
 local count = (#ARGV - 5) / ${SEND_ARGS_PER_MESSAGE}
+-- note: tables are filled by index, not table.insert (a global lookup and a C call each), and the server
+-- time is read off the stream id XADD returns (no TIME): Lua's own work was most of this script's cost.
 local reply = { count }
+local r = 1
 local last = 0
 local keyed = false
 local fresh = {}
+local ids = {}
+local n = 0
 local carried = 0
 for i = 0, count - 1 do
   local base = 5 + i * ${SEND_ARGS_PER_MESSAGE}
   local mid = ARGV[base + 1]
+  local isKey = ARGV[base + 4] == '1'
   local existing = false
-  if ARGV[base + 4] == '1' then existing = redis.call('ZSCORE', KEYS[4], mid) end
+  if isKey then existing = redis.call('ZSCORE', KEYS[4], mid) end
   if existing then
-    table.insert(reply, tonumber(existing))
-    table.insert(reply, mid)
-    table.insert(reply, 1)
+    reply[r + 1] = tonumber(existing)
+    reply[r + 2] = mid
+    reply[r + 3] = 1
   else
     local offset = redis.call('INCR', KEYS[1])
-    local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', maxLength, '*', 'o', offset, 'm', mid, 't', ARGV[base + 2],
+    n = n + 1
+    fresh[n] = base
+    ids[n] = redis.call('XADD', KEYS[2], 'MAXLEN', '=', maxLength, '*', 'o', offset, 'm', mid, 't', ARGV[base + 2],
       'a', ARGV[base + 3])
-    table.insert(fresh, { id, base })
     carried = carried + #ARGV[base + 3]
-    if ARGV[base + 4] == '1' then
+    if isKey then
       redis.call('ZADD', KEYS[4], offset, mid)
       keyed = true
     end
     last = offset
-    table.insert(reply, offset)
-    table.insert(reply, mid)
-    table.insert(reply, 0)
+    reply[r + 1] = offset
+    reply[r + 2] = mid
+    reply[r + 3] = 0
   end
+  r = r + 3
 end
 if last > 0 then
-  local now = redis.call('TIME')
-  local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  -- note: an id XADD made is the server's time in ms (or later, if the clock went back since the last one).
+  local nowMs = tonumber(string.match(ids[n], '^(%d+)'))
   redis.call('XTRIM', KEYS[2], 'MINID', tostring(nowMs - maxAge))
-  for k = 1, 2 do redis.call('PEXPIRE', KEYS[k], maxAge) end
+  redis.call('PEXPIRE', KEYS[1], maxAge)
+  redis.call('PEXPIRE', KEYS[2], maxAge)
 end
 if keyed then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (last - maxLength + 1))
@@ -89,25 +98,34 @@ if inline then
     -- note: small messages travel in their wake-up, so that a session caught up to the one before them
     -- delivers them without reading the inbox (the entries stay the truth: the ack checks them).
     local wakeup = { 'u', ARGV[4], 'o', last }
-    if carried <= ${WAKEUP_PAYLOAD_MAX} and #fresh <= maxLength then
-      for _, m in ipairs(fresh) do
-        local base = m[2]
-        for _, v in ipairs({ 's', m[1], 'm', ARGV[base + 1], 't', ARGV[base + 2], 'a', ARGV[base + 3] }) do
-          table.insert(wakeup, v)
-        end
+    if carried <= ${WAKEUP_PAYLOAD_MAX} and n <= maxLength then
+      local w = 4
+      for j = 1, n do
+        local base = fresh[j]
+        wakeup[w + 1] = 's'
+        wakeup[w + 2] = ids[j]
+        wakeup[w + 3] = 'm'
+        wakeup[w + 4] = ARGV[base + 1]
+        wakeup[w + 5] = 't'
+        wakeup[w + 6] = ARGV[base + 2]
+        wakeup[w + 7] = 'a'
+        wakeup[w + 8] = ARGV[base + 3]
+        w = w + 8
       end
     end
-    for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-      local ikey = ARGV[3] .. instance .. '}'
+    local instances = redis.call('SMEMBERS', KEYS[3])
+    for k = 1, #instances do
+      local ikey = ARGV[3] .. instances[k] .. '}'
       if redis.call('EXISTS', ikey .. ':alive') == 1 then
         redis.call('XADD', ikey .. ':deliveries', 'MAXLEN', '~', ARGV[5], '*', unpack(wakeup))
       else
-        redis.call('SREM', KEYS[3], instance)
+        redis.call('SREM', KEYS[3], instances[k])
       end
     end
   end
 else
-  for _, instance in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(reply, instance) end
+  local instances = redis.call('SMEMBERS', KEYS[3])
+  for k = 1, #instances do reply[r + k] = instances[k] end
 end
 return reply
 `;
@@ -170,7 +188,7 @@ return ack(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 export const ACK_MANY_SCRIPT = `${ACK_STEP}
 local reply = {}
 for i = 1, #KEYS, 2 do
-  table.insert(reply, ack(KEYS[i], KEYS[i + 1], ARGV[i + 1], ARGV[i + 2], ARGV[1]))
+  reply[(i + 1) / 2] = ack(KEYS[i], KEYS[i + 1], ARGV[i + 1], ARGV[i + 2], ARGV[1])
 end
 return reply
 `;
@@ -209,8 +227,8 @@ for i = 1, #KEYS, 3 do
   local acked = redis.call('GET', KEYS[i + 2])
   local ackedOffset = 0
   if acked then ackedOffset = tonumber(string.match(acked, '^(%d+)')) end
-  table.insert(reply, tonumber(redis.call('GET', KEYS[i + 1]) or '0'))
-  table.insert(reply, ackedOffset)
+  reply[#reply + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  reply[#reply + 1] = ackedOffset
 end
 return reply
 `;
