@@ -138,8 +138,8 @@ export class Connection implements Addressable {
 
   /** `#since`, `#lastReceivedAt` and `#lastSentAt` (accessors below), as {@link toClock} keeps them. */
   #sinceAt = toClock(Date.now());
-  #receivedAt = 0;
-  #sentAt = 0;
+  #receivedAt = this.#sinceAt;
+  #sentAt = this.#sinceAt;
   /** The booleans (accessors below), one bit each: one field instead of six on every connection. */
   #flags = 0;
 
