@@ -6,11 +6,11 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PubSubBackplane, ReliableProducer, StreamsBackplane } from '../dist/index.js';
+import { freePort } from './redis-server.mjs';
 
 const HELP = `Usage: node bench/cluster.mjs   (npm run bench:cluster builds first)
 
@@ -63,14 +63,6 @@ setTimeout(() => {
   console.error('bench:cluster: took longer than 300 s; stopping');
   process.exit(1);
 }, 300_000).unref();
-
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function startCluster(primaries) {
   const dir = mkdtempSync(join(tmpdir(), 'relayhub-bench-cluster-'));

@@ -9,15 +9,11 @@
 // case / baseline. A client that receives a message twice fails the run.
 // Usage: node bench/endpoints.mjs [--clients 200] [--messages 1000] [--rounds 3]   (needs `npm run build`)
 import './help.mjs';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HttpTransportType, HubConnectionBuilder, LogLevel } from '@microsoft/signalr';
 import { pino } from 'pino';
 import { EndpointsBackplane, HubServer, PubSubBackplane } from '../dist/index.js';
+import { startRedis } from './redis-server.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -31,47 +27,6 @@ const MESSAGES = Number(values.messages);
 const ROUNDS = Number(values.rounds);
 const HUB = '/hubs/bench';
 const logger = pino({ level: 'silent' });
-
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-
-/** A redis-server on a free port; resolves once it accepts connections. */
-async function startRedis() {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'relayhub-bench-redis-'));
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-    { stdio: 'ignore' },
-  );
-  process.on('exit', () => child.kill('SIGKILL'));
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise((resolve) => {
-      const socket = createConnection({ port, host: '127.0.0.1' });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (up) break;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    stop: () => {
-      child.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 async function startHub(backplane) {
   const server = new HubServer({ backplane, logger, metrics: false, maxConnectionsPerAddress: 0 });

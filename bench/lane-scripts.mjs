@@ -7,13 +7,12 @@
 // sends and per ack, against the baseline in the same run: the same Redis commands (INCR, XADD to the
 // inbox and to the delivery stream, PEXPIRE, SET, XTRIM) sent plainly in a pipeline, with none of the
 // scripts' checks (dedup, routing, the ack's entry check). The difference is what Lua itself costs.
-// Knobs: BENCH_LANE_ROUNDS (200), BENCH_LANE_PER_CALL (1,3), REDIS_SERVER (redis-server).
+// Knobs: BENCH_LANE_ROUNDS (200), BENCH_LANE_PER_CALL (1,3).
 // Ends with one line `RESULT <json>`.
 import './help.mjs';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { ACK_MANY_SCRIPT, SEND_SCRIPT } from '../dist/backplane/streams/scripts.js';
+import { startRedis } from './redis-server.mjs';
 
 const rounds = Number(process.env.BENCH_LANE_ROUNDS ?? 200);
 const perCall = (process.env.BENCH_LANE_PER_CALL ?? '1,3').split(',').map(Number);
@@ -21,33 +20,13 @@ const USERS = 100;
 const MAX_AGE_MS = 86_400_000;
 const ARGS = '[{"n":1,"text":"hello world, a small message"}]';
 
-const port = await new Promise((resolve) => {
-  const probe = createServer().listen(0, '127.0.0.1', () => {
-    const { port: free } = probe.address();
-    probe.close(() => resolve(free));
-  });
-});
-const server = spawn(
-  process.env.REDIS_SERVER ?? 'redis-server',
-  ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
-);
-const stopServer = () => server.exitCode === null && server.kill('SIGKILL');
-process.on('exit', stopServer);
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
+const server = await startRedis();
+const { port } = server;
 setTimeout(() => {
   console.error('still running after 120 s, giving up');
   process.exit(1);
 }, 120_000).unref();
-await new Promise((resolve, reject) => {
-  let out = '';
-  server.once('error', reject);
-  server.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${out}`)));
-  server.stdout.on('data', (chunk) => {
-    out += chunk;
-    if (out.includes('Ready to accept connections')) resolve();
-  });
-});
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
 
 const redis = new Redis({ port, host: '127.0.0.1' });
 redis.defineCommand('laneSend', { numberOfKeys: 4, lua: SEND_SCRIPT });
@@ -158,5 +137,5 @@ for (const per of perCall) {
   );
 }
 redis.disconnect();
-stopServer();
+server.stop();
 console.log(`RESULT ${JSON.stringify({ users: USERS, rounds, perCall: results })}`);

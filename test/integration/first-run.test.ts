@@ -185,6 +185,8 @@ describe('first run (the CLI as a new user meets it)', () => {
       'connections',
       'connections-clients',
       'endpoints',
+      'sessions',
+      'lane-scripts',
     ];
     const runs = await Promise.all(
       scripts.map(
